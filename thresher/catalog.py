@@ -1,0 +1,361 @@
+"""The workspace: one SQLite file (WAL) plus a float16 embeddings matrix memory-mapped from .npy.
+
+This is the only module that writes SQL. Every stage reads and writes through it, and every
+write is one short transaction, so a crash (SIGKILL included) loses at most the batch in flight
+and never leaves a corrupt catalog.
+
+Rows are keyed by `id`, an integer assigned the first time a path is seen and never reused
+(rows are never deleted: a file that disappears is marked `missing`). Row `id` of
+`embeddings.npy` holds that image's embedding, so catalog and embeddings are aligned by id.
+Paths are stored relative to the source root, '/'-separated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import struct
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from thresher.errors import ThresherError
+
+SCHEMA_VERSION = 1
+DB_NAME = "catalog.sqlite"
+EMBEDDINGS_NAME = "embeddings.npy"
+
+# Scan outcome of a file. Everything but "ok" and "alias" is an issue the clean stage reports.
+STATUSES = (
+    "ok",  # decoded and measured
+    "alias",  # a symlink to another file of the tree; not scanned twice (alias_of = target id)
+    "corrupt",  # an image format, but decoding failed (truncated, bad data)
+    "empty",  # zero bytes
+    "not_image",  # not a format Pillow can identify (an HTML page saved as .jpg, ...)
+    "oversized",  # header claims more pixels than max_image_pixels; never decoded
+    "unreadable",  # the file could not be read (permissions, I/O error)
+    "broken_symlink",  # a symlink whose target does not exist
+    "missing",  # was in the catalog, no longer on disk
+)
+
+# The measured columns, in one place: name -> SQL type. The scan fills them; later stages read them.
+MEASURE_COLUMNS = {
+    "checksum": "TEXT",  # blake2b-128 of the file's bytes
+    "format": "TEXT",
+    "mode": "TEXT",  # Pillow mode as stored in the file, before conversion to RGB
+    "width": "INTEGER",  # as displayed, after EXIF orientation
+    "height": "INTEGER",
+    "phash": "INTEGER",  # 64-bit pHash as a signed int64 (same bits as imagehash's hex string)
+    "dhash": "INTEGER",
+    "std_r": "REAL",  # per-channel pixel standard deviation, 0-255
+    "std_g": "REAL",
+    "std_b": "REAL",
+    "entropy": "REAL",  # grey-level histogram entropy, bits (0 = one grey level, 8 = uniform)
+    "dominant_share": "REAL",  # share of pixels in the most common colour (12-bit quantised)
+    "blur_slope": "REAL",  # log2 D(2)/D(1) of pixel differences: ~1 sharp, ~2 smooth (upscaled)
+    "effective_short_side": "INTEGER",  # estimated short side before any upscaling (quality.py)
+}
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    label TEXT,
+    size_bytes INTEGER,
+    mtime_ns INTEGER,
+    status TEXT NOT NULL,
+    reason TEXT,
+    alias_of INTEGER REFERENCES images(id),
+    {", ".join(f"{k} {v}" for k, v in MEASURE_COLUMNS.items())},
+    has_embedding INTEGER NOT NULL DEFAULT 0,
+    scanned_at REAL
+);
+CREATE INDEX IF NOT EXISTS images_status ON images(status);
+CREATE INDEX IF NOT EXISTS images_checksum ON images(checksum);
+"""
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the catalog remembers of a file, enough to decide whether to scan it again."""
+
+    id: int
+    size_bytes: int | None
+    mtime_ns: int | None
+    status: str
+    has_embedding: bool
+
+
+class Catalog:
+    """A workspace folder: `catalog.sqlite` (WAL) and `embeddings.npy` (float16, rows = ids)."""
+
+    def __init__(self, workspace: Path | str, create: bool = True):
+        self.workspace = Path(workspace)
+        self.db_path = self.workspace / DB_NAME
+        self.embeddings_path = self.workspace / EMBEDDINGS_NAME
+        if not self.db_path.exists() and not create:
+            raise ThresherError(
+                f"no catalog in {self.workspace}: run `thresher scan SOURCE --workspace "
+                f"{self.workspace}` first"
+            )
+        try:
+            self.workspace.mkdir(parents=True, exist_ok=True)
+            probe = self.workspace / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise ThresherError(
+                f"cannot write the workspace {self.workspace}: {e.strerror or e}; "
+                "choose another with --workspace"
+            ) from None
+        self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the
+        # last commits, never corrupt the file.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        # executescript commits on its own, so it runs outside a transaction helper; every
+        # statement is IF NOT EXISTS, so a crash half-way is repaired by the next open.
+        self._db.executescript(_SCHEMA)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif int(version) > SCHEMA_VERSION:
+            raise ThresherError(
+                f"{self.db_path} has schema version {version}, newer than this thresher "
+                f"({SCHEMA_VERSION}): upgrade thresher"
+            )
+
+    def _tx(self):
+        return _Transaction(self._db)
+
+    # -- meta ------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    # -- reads -----------------------------------------------------------------------------------
+    def known(self) -> dict[str, Known]:
+        """Every catalogued path and what the scan needs to know to skip or redo it."""
+        rows = self._db.execute(
+            "SELECT path, id, size_bytes, mtime_ns, status, has_embedding FROM images"
+        )
+        return {r[0]: Known(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+
+    def count(self, status: str | None = None) -> int:
+        if status is None:
+            return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        q = "SELECT COUNT(*) FROM images WHERE status=?"
+        return self._db.execute(q, (status,)).fetchone()[0]
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
+        return dict(rows.fetchall())
+
+    def columns(self, names: Sequence[str], where: str | None = None) -> dict[str, np.ndarray]:
+        """Catalog columns as numpy arrays (ordered by id): what the pure detectors take.
+
+        `where` is a fixed SQL condition written by thresher itself (never user input).
+        """
+        valid = {
+            "id",
+            "path",
+            "label",
+            "size_bytes",
+            "mtime_ns",
+            "status",
+            "reason",
+            "alias_of",
+            "has_embedding",
+            "scanned_at",
+            *MEASURE_COLUMNS,
+        }
+        bad = [n for n in names if n not in valid]
+        if bad:
+            raise ThresherError(f"unknown catalog column(s): {', '.join(bad)}")
+        sql = f"SELECT {', '.join(names)} FROM images"
+        if where:
+            sql += f" WHERE {where}"
+        rows = self._db.execute(sql + " ORDER BY id").fetchall()
+        out = {}
+        for i, name in enumerate(names):
+            values = [r[i] for r in rows]
+            if name in ("path", "label", "status", "reason", "checksum", "format", "mode"):
+                out[name] = np.array(values, dtype=object)
+            elif name in ("phash", "dhash"):
+                out[name] = np.array([0 if v is None else v for v in values], dtype=np.int64).view(
+                    np.uint64
+                )
+            else:
+                out[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+                if name in ("id", "has_embedding") and len(values):
+                    out[name] = out[name].astype(np.int64)
+        return out
+
+    # -- writes ----------------------------------------------------------------------------------
+    def write_scanned(
+        self, rows: Sequence[dict], embeddings: np.ndarray | None = None
+    ) -> list[int]:
+        """Insert or update scanned files in one transaction; return their ids.
+
+        `embeddings`, when given, holds one row per entry of `rows` (NaN rows = none). They are
+        written to the memmap and flushed *before* the commit that sets has_embedding, so a
+        crash can never leave a row that claims an embedding it does not have.
+        """
+        now = time.time()
+        cols = ["path", "label", "size_bytes", "mtime_ns", "status", "reason", *MEASURE_COLUMNS]
+        sql = (
+            f"INSERT INTO images({', '.join(cols)}, has_embedding, scanned_at, alias_of) "
+            f"VALUES({', '.join('?' * (len(cols) + 3))}) ON CONFLICT(path) DO UPDATE SET "
+            + ", ".join(f"{c}=excluded.{c}" for c in [*cols[1:], "has_embedding", "scanned_at"])
+            + ", alias_of=NULL RETURNING id"
+        )
+        has = np.zeros(len(rows), dtype=bool)
+        if embeddings is not None:
+            has = np.isfinite(embeddings).all(axis=1)
+        with self._tx():
+            ids = []
+            for row, h in zip(rows, has, strict=True):
+                values = [row.get(c) for c in cols] + [int(h), now, None]
+                ids.append(self._db.execute(sql, values).fetchone()[0])
+            if embeddings is not None and has.any():
+                idx = np.array(ids)[has]
+                self._write_embeddings(idx, embeddings[has])
+        return ids
+
+    def write_aliases(self, aliases: Iterable[tuple[dict, str]]) -> None:
+        """Record symlinks as aliases: (row with path/label/size/mtime, target's relative path)."""
+        sql = (
+            "INSERT INTO images(path, label, size_bytes, mtime_ns, status, reason, alias_of, "
+            "has_embedding, scanned_at) VALUES(?, ?, ?, ?, 'alias', ?, "
+            "(SELECT id FROM images WHERE path=?), 0, ?) ON CONFLICT(path) DO UPDATE SET "
+            "label=excluded.label, size_bytes=excluded.size_bytes, mtime_ns=excluded.mtime_ns, "
+            "status='alias', reason=excluded.reason, alias_of=excluded.alias_of, "
+            "scanned_at=excluded.scanned_at"
+        )
+        now = time.time()
+        with self._tx():
+            for row, target in aliases:
+                self._db.execute(
+                    sql,
+                    (
+                        row["path"],
+                        row.get("label"),
+                        row.get("size_bytes"),
+                        row.get("mtime_ns"),
+                        f"symlink to {target}",
+                        target,
+                        now,
+                    ),
+                )
+
+    def mark_missing(self, paths: Iterable[str]) -> int:
+        with self._tx():
+            cur = self._db.executemany(
+                "UPDATE images SET status='missing', reason='no longer on disk', has_embedding=0 "
+                "WHERE path=?",
+                [(p,) for p in paths],
+            )
+        return cur.rowcount
+
+    def reset_embeddings(self, embedder: str | None, dim: int | None) -> None:
+        """Forget every embedding (the embedder changed): flags cleared, file removed."""
+        with self._tx():
+            self._db.execute("UPDATE images SET has_embedding=0")
+            self.set_meta("embedder", embedder)
+            self.set_meta("embedding_dim", dim)
+        self.embeddings_path.unlink(missing_ok=True)
+
+    # -- embeddings ------------------------------------------------------------------------------
+    def embeddings(self) -> np.ndarray | None:
+        """The embeddings matrix, read-only and memory-mapped; row i belongs to image id i.
+
+        Rows of images without an embedding (has_embedding = 0) hold zeros or stale values.
+        """
+        if not self.embeddings_path.exists():
+            return None
+        return np.load(self.embeddings_path, mmap_mode="r")
+
+    def _write_embeddings(self, ids: np.ndarray, values: np.ndarray) -> None:
+        dim = values.shape[1]
+        need = int(ids.max()) + 1
+        _ensure_npy_capacity(self.embeddings_path, need, dim)
+        mm = np.load(self.embeddings_path, mmap_mode="r+")
+        if mm.shape[1] != dim:
+            raise ThresherError(
+                f"{self.embeddings_path} holds {mm.shape[1]}-d embeddings, not {dim}-d"
+            )
+        mm[ids] = values.astype(np.float16)
+        mm.flush()
+        del mm
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+# -- a growable .npy ------------------------------------------------------------------------------
+# The header is written with a fixed length, so growing the matrix is: extend the file, rewrite
+# the shape in place. No copy, and a crash in between leaves a valid (smaller) array.
+_NPY_HEADER_BYTES = 128
+
+
+def _npy_header(rows: int, dim: int) -> bytes:
+    d = f"{{'descr': '<f2', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+    body_len = _NPY_HEADER_BYTES - 10
+    return (
+        b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + d.ljust(body_len - 1).encode() + b"\n"
+    )
+
+
+def _ensure_npy_capacity(path: Path, rows_needed: int, dim: int) -> None:
+    if path.exists():
+        current = np.load(path, mmap_mode="r")
+        if current.shape[0] >= rows_needed:
+            return
+        rows = max(rows_needed, int(current.shape[0] * 1.5) + 1024)
+        with open(path, "r+b") as f:
+            f.truncate(_NPY_HEADER_BYTES + rows * dim * 2)
+            f.flush()
+            os.fsync(f.fileno())
+            f.seek(0)
+            f.write(_npy_header(rows, dim))
+        return
+    rows = max(rows_needed, 1024)
+    tmp = path.with_suffix(".npy.tmp")
+    with open(tmp, "wb") as f:
+        f.write(_npy_header(rows, dim))
+        f.truncate(_NPY_HEADER_BYTES + rows * dim * 2)
+    os.replace(tmp, path)

@@ -1,0 +1,184 @@
+"""The `thresher` command line. Thin: parse, call one function of the library, print.
+
+Every command is a function of the `thresher` package too; see thresher/__init__.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
+from thresher.errors import ThresherError
+
+app = typer.Typer(
+    help="thresher: from a web-scraped image pile to a clean, balanced dataset and a trained "
+    "classifier, without the crashes.\n\nThe pipeline: scan -> clean -> review -> export -> "
+    "train. Try `thresher demo` first.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # a message stays one line, however long
+
+WORKSPACE_HELP = (
+    "Workspace folder holding the catalog (catalog.sqlite) and embeddings.npy; "
+    "created if missing. Default: ./thresher-ws, or $THRESHER_WORKSPACE."
+)
+Workspace = typer.Option(
+    DEFAULT_WORKSPACE, "--workspace", "-w", envvar="THRESHER_WORKSPACE", help=WORKSPACE_HELP
+)
+
+
+@app.command()
+def scan(
+    source: Path = typer.Argument(
+        ...,
+        help="An ImageFolder tree (one sub-folder per class, nested folders allowed) or a "
+        "CSV/Parquet manifest with path and label columns (paths relative to its folder).",
+        show_default=False,
+    ),
+    workspace: Path = Workspace,
+    workers: int = typer.Option(
+        None, help="Worker processes (default: every core; 0 = in this process)."
+    ),
+    embed: bool = typer.Option(True, help="Compute embeddings when a backbone is available."),
+    embedder: str = typer.Option(
+        DEFAULT_EMBEDDER,
+        help="Backbone for embeddings: timm:<model> or torchvision:<model>. The default is "
+        "small and fast on a CPU; timm:vit_small_patch14_dinov2.lvd142m is better for "
+        "similarity on a GPU.",
+    ),
+    weights: Path = typer.Option(
+        None, help="Local state dict (.pth) for the embedder, for offline machines."
+    ),
+    path_column: str = typer.Option("path", help="Manifest column holding the image paths."),
+    label_column: str = typer.Option("label", help="Manifest column holding the labels."),
+    batch_size: int = typer.Option(
+        ScanConfig().batch_size, help="Files per task and per catalog commit."
+    ),
+    view_px: int = typer.Option(
+        ScanConfig().view_px,
+        help="Decode images to a view with at least this short side (JPEG draft mode).",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Read every image once into the catalog (hashes, sizes, blur, embeddings); resumable."""
+    from thresher.scan.runner import scan as run_scan
+
+    cfg = _config(ScanConfig, batch_size=batch_size, view_px=view_px)
+    s = run_scan(
+        source,
+        workspace,
+        workers=workers,
+        embed=embed,
+        embedder=embedder,
+        weights=weights,
+        config=cfg,
+        path_column=path_column,
+        label_column=label_column,
+        progress=not quiet,
+        log=lambda m: err.print(m, markup=False, highlight=False),
+    )
+    _print_scan(s)
+    if s.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def demo(
+    out_dir: Path = typer.Option(Path("demo-crawl"), "--out", help="Where the crawl is made."),
+    workers: int = typer.Option(None, help="Worker processes (default: every core)."),
+    embedder: str = typer.Option(DEFAULT_EMBEDDER, help="Backbone for embeddings."),
+    weights: Path = typer.Option(None, help="Local state dict for the embedder (offline)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Make a synthetic messy crawl, run every stage that exists, compare with the truth."""
+    from thresher.demo import demo as run_demo
+
+    s, findings = run_demo(
+        out_dir,
+        workers=workers,
+        embedder=embedder,
+        weights=weights,
+        progress=not quiet,
+        log=lambda m: err.print(m, markup=False, highlight=False),
+    )
+    _print_scan(s)
+    t = Table(title="demo: found vs planted")
+    for col in ("check", "planted", "found", "agree", "note"):
+        t.add_column(col, justify="right" if col in ("planted", "found", "agree") else "left")
+    for f in findings:
+        t.add_row(f.check, str(f.planted), str(f.found), str(f.agree), f.note)
+    out.print(t)
+    out.print("next stages: clean (#3), review (#4), export and train (#5) are not built yet.")
+
+
+def _not_built(command: str, issue: int, what: str):
+    def stub(ctx: typer.Context) -> None:
+        err.print(f"`thresher {command}` is not built yet: issue #{issue} brings it ({what}).")
+        raise typer.Exit(2)
+
+    stub.__doc__ = f"(not built yet: issue #{issue}) {what}"
+    app.command(
+        command,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(stub)
+
+
+_not_built("clean", 3, "find duplicates, low-res, blank, unreadable and mislabelled images")
+_not_built("issues", 3, "write the issue table as CSV/Parquet")
+_not_built("review", 4, "review the most doubtful 5-10% in a browser")
+_not_built("export", 5, "write a clean, balanced manifest")
+_not_built("train", 5, "train with the reported recipe, resumable")
+_not_built("doctor", 6, "check the machine, memory and the recipe's data pipeline")
+_not_built("ddp-check", 7, "check that 1-GPU and N-GPU first steps agree")
+_not_built("cost", 7, "time and money of a training plan, cloud vs local")
+
+
+def _config(model, **values):
+    from pydantic import ValidationError
+
+    from thresher.config import describe_validation_error
+
+    try:
+        return model(**values)
+    except ValidationError as e:
+        raise ThresherError(describe_validation_error(e)) from None
+
+
+def _print_scan(s) -> None:
+    t = Table(title=f"catalog {s.workspace}")
+    t.add_column("status")
+    t.add_column("files", justify="right")
+    total = sum(s.statuses.values()) or 1
+    t.add_column("share", justify="right")
+    for status, n in sorted(s.statuses.items(), key=lambda kv: -kv[1]):
+        t.add_row(status, str(n), f"{100 * n / total:.1f}%")
+    out.print(t)
+    emb = f"{s.embedded} embedded with {s.embedder}" if s.embedder else "no embeddings"
+    out.print(
+        f"{s.files} files in {s.source}: {s.scanned} scanned, {s.unchanged} unchanged, "
+        f"{s.aliases} aliases, {s.newly_missing} newly missing; {emb}; {s.seconds:.1f} s"
+    )
+
+
+def main() -> None:
+    """Entry point: user errors become one line and exit code 2, never a traceback."""
+    try:
+        app()
+    except ThresherError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Feature embeddings from a pretrained backbone (timm or torchvision), for similarity search.
+
+`--embedder timm:<name>` or `torchvision:<name>`; `--weights FILE` loads a local state dict for
+that architecture (the offline form). Without weights, timm / torchvision download them as they
+normally do; where that is impossible, `load_embedder` raises EmbedderUnavailable with one line
+that says so, and the scan goes on without embeddings.
+
+Embeddings are the backbone's pooled features (classifier removed), L2-normalised, float16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EmbedderUnavailable(Exception):
+    """No usable backbone: the message is the one line the scan prints before going on."""
+
+
+@dataclass
+class Embedder:
+    """A loaded backbone and what the scan workers need to feed it."""
+
+    spec: str
+    model: object  # torch.nn.Module, in eval mode, classifier removed
+    dim: int
+    input_side: int  # square input the workers prepare: (side, side, 3) uint8
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
+    """Build the backbone named by `spec` ('timm:<model>' or 'torchvision:<model>')."""
+    import torch
+
+    lib, _, name = spec.partition(":")
+    if lib not in ("timm", "torchvision") or not name:
+        raise EmbedderUnavailable(
+            f"--embedder must be timm:<model> or torchvision:<model>, not {spec!r}"
+        )
+    if weights is not None and not Path(weights).is_file():
+        raise EmbedderUnavailable(f"weights file not found: {weights}")
+    try:
+        model, mean, std, side = (_timm if lib == "timm" else _torchvision)(name, weights)
+    except EmbedderUnavailable:
+        raise
+    except Exception as e:
+        msg = str(e).split(". ")[0].splitlines()[0][:160] if str(e) else type(e).__name__
+        how = "the weights could not be loaded" if weights else "no pretrained weights could be had"
+        raise EmbedderUnavailable(
+            f"{spec}: {how} ({msg}); pass --weights FILE.pth for offline use"
+        ) from None
+    model.eval()
+    with torch.inference_mode():
+        dim = int(model(torch.zeros(1, 3, side, side)).shape[1])
+    return Embedder(spec, model, dim, side, mean, std)
+
+
+def _timm(name: str, weights):
+    import timm
+    import torch
+
+    if weights is None:
+        model = timm.create_model(name, pretrained=True)
+    else:
+        model = timm.create_model(name, pretrained=False)
+        _load_state(model, torch.load(weights, map_location="cpu", weights_only=True))
+    model.reset_classifier(0)
+    cfg = model.pretrained_cfg or {}
+    side = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return model, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)), side
+
+
+def _torchvision(name: str, weights):
+    import torch
+    import torchvision
+
+    if weights is None:
+        model = torchvision.models.get_model(name, weights="DEFAULT")
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+        _load_state(model, torch.load(weights, map_location="cpu", weights_only=True))
+    _drop_classifier(model)
+    return model, IMAGENET_MEAN, IMAGENET_STD, 224
+
+
+def _load_state(model, state) -> None:
+    """Load a state dict by name, or by position when it is the same architecture written by
+    another library (torchvision's mobilenet_v2 weights into timm's mobilenetv2_100: the same
+    tensors in the same order under other names)."""
+    state = _unwrap_state(state)
+    try:
+        model.load_state_dict(state)
+        return
+    except RuntimeError as by_name:
+        own = model.state_dict()
+        theirs = list(state.values())
+        same = len(own) == len(theirs) and all(
+            tuple(a.shape) == tuple(b.shape) for a, b in zip(own.values(), theirs, strict=True)
+        )
+        if not same:
+            first = str(by_name).splitlines()[1:2] or [""]
+            raise EmbedderUnavailable(
+                f"the weights do not fit this architecture: {first[0].strip()[:150]}"
+            ) from None
+    model.load_state_dict(dict(zip(own.keys(), theirs, strict=True)))
+
+
+def _unwrap_state(state):
+    # Checkpoints often nest the weights ({"state_dict": ...}, {"model": ...}).
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            return state[key]
+    return state
+
+
+def _drop_classifier(model) -> None:
+    """Replace the last Linear layer with Identity, so the model returns pooled features.
+
+    Works for every torchvision classifier (resnet.fc, mobilenet/efficientnet/convnext
+    classifier[-1], vit heads.head), whose last Linear is the classification head.
+    """
+    import torch.nn as nn
+
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise EmbedderUnavailable("model has no Linear classification head to remove")
+    parent = model
+    *path, leaf = last.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, leaf, nn.Identity())
+
+
+def embed_batch(embedder: Embedder, pixels: np.ndarray) -> np.ndarray:
+    """(N, side, side, 3) uint8 -> (N, dim) float32, L2-normalised."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(embedder.mean).view(1, 3, 1, 1)
+    std = torch.tensor(embedder.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        f = embedder.model((x - mean) / std)
+        f = torch.nn.functional.normalize(f.float(), dim=1)
+    return f.numpy()

@@ -1,0 +1,68 @@
+"""Perceptual hashes (pHash, dHash) over batches, and the byte checksum.
+
+The hashes follow imagehash's definitions exactly, so a thresher hash equals
+`imagehash.phash(img)` / `imagehash.dhash(img)` bit for bit on the same pixels:
+- pHash: grey 32x32 Lanczos thumbnail, 2-D DCT-II (scipy.fftpack, the same routine imagehash
+  calls), the top-left 8x8 block compared with its median.
+- dHash: grey 9x8 Lanczos thumbnail, each pixel compared with its right neighbour.
+The per-image part is only the two thumbnails (Pillow, in C); the DCT, medians and bit packing
+run once per batch. Bits are packed row-major, first bit most significant, like imagehash's hex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import scipy.fftpack
+from PIL import Image
+
+PHASH_SIDE = 32
+DHASH_SIZE = (9, 8)
+
+
+def checksum(data: bytes) -> str:
+    """blake2b-128 of the bytes: equal checksums are byte-identical files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def hash_thumbnails(grey: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The two thumbnails of a grey ("L") view the hashes use: (32, 32) and (8, 9) uint8.
+
+    imagehash converts to "L" and resizes; the scan converts once and shares the grey view.
+    """
+    t32 = np.asarray(grey.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS))
+    t98 = np.asarray(grey.resize(DHASH_SIZE, Image.Resampling.LANCZOS))
+    return t32, t98
+
+
+def phash(thumbs32: np.ndarray) -> np.ndarray:
+    """pHash of a batch of (N, 32, 32) uint8 grey thumbnails, as (N,) uint64."""
+    x = np.asarray(thumbs32)
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(x, axis=1), axis=2)
+    low = dct[:, :8, :8].reshape(len(x), 64)
+    bits = low > np.median(low, axis=1, keepdims=True)
+    return pack_bits(bits)
+
+
+def dhash(thumbs98: np.ndarray) -> np.ndarray:
+    """dHash of a batch of (N, 8, 9) uint8 grey thumbnails, as (N,) uint64."""
+    x = np.asarray(thumbs98)
+    bits = (x[:, :, 1:] > x[:, :, :-1]).reshape(len(x), 64)
+    return pack_bits(bits)
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(N, 64) booleans -> (N,) uint64, first bit most significant."""
+    return np.packbits(bits, axis=1).view(">u8").astype(np.uint64).reshape(-1)
+
+
+def to_hex(h: np.uint64 | int) -> str:
+    """The 16-digit hex form imagehash prints (`str(imagehash.phash(img))`)."""
+    return f"{int(np.uint64(h)):016x}"
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
+    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
+    return np.bitwise_count(x).astype(np.int64)

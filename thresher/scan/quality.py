@@ -1,0 +1,118 @@
+"""Image statistics for the quality rules: blank / low-information, blur and effective resolution.
+
+`pixel_stats` works on a batch of small RGB thumbnails at once (numpy, no per-pixel Python).
+`effective_resolution` looks at one decoded view: it tells an image upscaled from 200x300 to
+4K apart from a real 4K photo.
+
+How the effective resolution is estimated: the structure function D(d), the mean squared
+difference between pixels d apart, grows like d^2 where the image is smooth at that scale
+(interpolated from fewer pixels) and much slower where it carries real detail (natural images:
+about d^1). So the log-slope of D between d and 2d stays near 2 up to the upscaling factor and
+falls below it after. The scale where it crosses `SMOOTH_SLOPE` is the upscaling factor; the
+view's short side divided by it is the effective short side. The estimate is made on the
+decoded view, so it can reveal upscaling down to the view size (`view_px`); an image that is
+sharp at its view is reported at its native size.
+
+When it is wrong: a heavily defocused photo reads as upscaled (it is, in effect, low
+resolution); a nearest-neighbour mosaic (hard block edges) reads as sharp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+THUMB_SIDE = 64  # side of the square RGB thumbnail the pixel statistics are taken from
+DETAIL_TILE = 64  # the resolution estimate looks at a DETAIL_GRID x DETAIL_GRID grid of tiles
+DETAIL_GRID = 4
+SMOOTH_SLOPE = 1.5  # log2 D(2d)/D(d) above this: smooth at scale d (2.0 = linear; photos ~1.0-1.3)
+_SPACINGS = np.array([1, 2, 4, 8, 16])
+
+
+def stats_thumbnail(view: Image.Image) -> np.ndarray:
+    """(64, 64, 3) uint8 box-filtered thumbnail of the view (aspect ratio not kept)."""
+    return np.asarray(view.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX))
+
+
+def pixel_stats(thumbs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image statistics of a (N, H, W, 3) uint8 batch.
+
+    Returns std_r/g/b (0-255), entropy (bits of the grey-level histogram, 0..8) and
+    dominant_share (share of pixels in the most common 12-bit colour, 0..1).
+    """
+    x = np.asarray(thumbs)
+    n = len(x)
+    flat = x.reshape(n, -1, 3)
+    std = flat.astype(np.float32).std(axis=1)
+    # ITU-R 601 luma with Pillow's integer weights, so it matches convert("L").
+    wide = flat.astype(np.int64)
+    grey = (wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16
+    hist = _batched_bincount(grey, 256)
+    p = hist / hist.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.nansum(np.where(p > 0, p * np.log2(p), 0.0), axis=1)
+    q = wide >> 4
+    colour = (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
+    dominant = _batched_bincount(colour, 4096).max(axis=1) / flat.shape[1]
+    return {
+        "std_r": std[:, 0],
+        "std_g": std[:, 1],
+        "std_b": std[:, 2],
+        "entropy": entropy.astype(np.float32),
+        "dominant_share": dominant.astype(np.float32),
+    }
+
+
+def _batched_bincount(values: np.ndarray, bins: int) -> np.ndarray:
+    """Row-wise histogram of a (N, M) int array into `bins` bins, in one bincount call."""
+    n = len(values)
+    offset = (np.arange(n, dtype=np.int64) * bins)[:, None]
+    return np.bincount((values + offset).ravel(), minlength=n * bins).reshape(n, bins)
+
+
+def detail_slopes(grey: np.ndarray) -> np.ndarray:
+    """log2 D(2d)/D(d) for d = 1, 2, 4, 8, measured on a grid of tiles over the grey view.
+
+    Tiles spread over the whole image, so a large flat object in the centre cannot hide the
+    detail (or its absence) around it; flat tiles add almost nothing to D.
+    """
+    g = np.asarray(grey)
+    h, w = g.shape
+    t = min(DETAIL_TILE, h, w)
+    ys = np.linspace(0, h - t, DETAIL_GRID).astype(int)
+    xs = np.linspace(0, w - t, DETAIL_GRID).astype(int)
+    tiles = np.stack([g[y : y + t, x : x + t] for y in ys for x in xs]).astype(np.float32)
+    d = np.array(
+        [
+            np.square(tiles[:, :, s:] - tiles[:, :, :-s]).mean()
+            + np.square(tiles[:, s:, :] - tiles[:, :-s, :]).mean()
+            if s < t
+            else np.nan
+            for s in _SPACINGS
+        ]
+    )
+    d = d + 1e-3  # a flat image has D = 0 at every scale: slope 0, i.e. "not smooth"
+    return np.log2(d[1:] / d[:-1])
+
+
+def upscale_factor(slopes: np.ndarray, smooth_slope: float = SMOOTH_SLOPE) -> float:
+    """How many times the view was enlarged from its real resolution (1.0 = sharp)."""
+    s = np.nan_to_num(np.asarray(slopes, dtype=np.float64), nan=0.0)
+    if s[0] < smooth_slope:
+        return 1.0
+    below = np.nonzero(s < smooth_slope)[0]
+    if len(below) == 0:
+        return float(2.0 ** (len(s) - 0.5))
+    k = below[0]
+    # The slope between d and 2d describes scale log2(d) + 0.5; interpolate the crossing.
+    x = (k - 1 + 0.5) + (s[k - 1] - smooth_slope) / (s[k - 1] - s[k])
+    return float(2.0**x)
+
+
+def effective_short_side(grey: np.ndarray, native_short: int) -> tuple[float, int]:
+    """(blur slope at 1 px, effective short side in pixels) for one grey view (H, W) uint8."""
+    slopes = detail_slopes(grey)
+    factor = upscale_factor(slopes)
+    if factor <= 1.0:
+        return float(slopes[0]), int(native_short)
+    return float(slopes[0]), int(min(native_short, round(min(grey.shape) / factor)))

@@ -1,0 +1,340 @@
+"""The scan: every file read once, measured in parallel processes, committed batch by batch.
+
+Resumable by construction: a file is skipped when the catalog already holds it with the same
+size and mtime, and every finished batch is one transaction. Killed at any moment, a rerun
+redoes at most the batches that were in flight.
+
+Work split: worker processes read, checksum, decode, hash and measure (Pillow, numpy, scipy;
+no torch). The main process embeds the prepared thumbnails (torch) and writes the catalog, so
+there is one writer and the workers stay light to start.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from thresher.catalog import Catalog
+from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
+from thresher.errors import ThresherError
+from thresher.scan import hashes, quality
+from thresher.scan.decode import DecodeIssue, decode
+from thresher.sources import Entry, list_entries, resolve_source
+
+# Statuses worth another try even when the file looks unchanged (the cause may be transient).
+_RETRY_STATUSES = {"unreadable", "missing", "broken_symlink"}
+
+
+@dataclass
+class ScanSummary:
+    """What a scan did; `statuses` counts the whole catalog after the scan."""
+
+    source: str
+    workspace: str
+    files: int = 0
+    scanned: int = 0
+    unchanged: int = 0
+    aliases: int = 0
+    newly_missing: int = 0
+    embedded: int = 0
+    embedder: str | None = None
+    embed_note: str | None = None
+    skipped_extensions: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+def scan(
+    source: Path | str,
+    workspace: Path | str = DEFAULT_WORKSPACE,
+    *,
+    workers: int | None = None,
+    embed: bool = True,
+    embedder: str = DEFAULT_EMBEDDER,
+    weights: Path | str | None = None,
+    config: ScanConfig | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    progress: bool = True,
+    log=print,
+) -> ScanSummary:
+    """Scan SOURCE (an ImageFolder tree or a CSV/Parquet manifest) into the workspace catalog.
+
+    Every image is read once: checksum, decode (draft-sized), width/height/format/mode,
+    pHash and dHash, blank statistics, effective resolution and, when a backbone is
+    available, an embedding. Rerunning is incremental: unchanged files are skipped, new or
+    changed ones (size/mtime) scanned, vanished ones marked missing.
+
+    `workers=0` runs in this process (no pool); `None` uses every core. `log` receives the
+    one-line notes (embedder unavailable, skipped files, interruption).
+    """
+    t0 = time.monotonic()
+    cfg = config or ScanConfig()
+    src = resolve_source(source, path_column, label_column)
+    cat = Catalog(workspace)
+    summary = ScanSummary(
+        source=str(src.root if src.kind == "folder" else src.manifest), workspace=str(cat.workspace)
+    )
+    try:
+        _claim_workspace(cat, src)
+        listing = list_entries(src)
+        summary.files = len(listing.entries)
+        summary.skipped_extensions = dict(listing.skipped_extensions)
+        if listing.skipped_extensions:
+            top = ", ".join(f"{k} x{v}" for k, v in listing.skipped_extensions.most_common(5))
+            log(f"skipped {sum(listing.skipped_extensions.values())} non-image files ({top})")
+
+        model = None
+        if embed:
+            model, summary.embed_note = _prepare_embedder(cat, embedder, weights, log)
+            summary.embedder = model.spec if model else None
+
+        known = cat.known()
+        listed = {e.path for e in listing.entries}
+        gone = [p for p, k in known.items() if p not in listed and k.status != "missing"]
+        summary.newly_missing = cat.mark_missing(gone) if gone else 0
+
+        todo, aliases, broken = [], [], []
+        for e in listing.entries:
+            k = known.get(e.path)
+            if e.broken:
+                if k is None or k.status != "broken_symlink":
+                    broken.append(e)
+            elif e.alias_of is not None:
+                aliases.append(e)
+            elif _needs_scan(e, k, model is not None):
+                todo.append(e)
+            else:
+                summary.unchanged += 1
+        if broken:
+            cat.write_scanned(
+                [_issue_row(e, "broken_symlink", "symlink target does not exist") for e in broken]
+            )
+            summary.scanned += len(broken)
+
+        summary.interrupted = not _run_batches(
+            cat, src.root, todo, cfg, model, workers, progress, summary, log
+        )
+        if aliases and not summary.interrupted:
+            cat.write_aliases([(_entry_row(e), e.alias_of) for e in aliases])
+            summary.aliases = len(aliases)
+        summary.statuses = cat.status_counts()
+    finally:
+        cat.close()
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def _claim_workspace(cat: Catalog, src) -> None:
+    """A workspace catalogues one source; a second one would mix unrelated relative paths."""
+    desc = src.describe()
+    have = cat.get_meta("source")
+    if have is None:
+        cat.set_meta("source", desc)
+    elif have != desc:
+        where = have["manifest"] or have["root"]
+        raise ThresherError(
+            f"workspace {cat.workspace} already catalogues {where}; "
+            "scan this source into another --workspace"
+        )
+
+
+def _prepare_embedder(cat: Catalog, spec: str, weights, log):
+    from thresher.scan.embed import EmbedderUnavailable, load_embedder
+
+    try:
+        model = load_embedder(spec, weights)
+    except EmbedderUnavailable as e:
+        note = f"embeddings off: {e}"
+        log(note + " (clean's label-error and embedding-based duplicate checks need them)")
+        return None, note
+    previous = cat.get_meta("embedder")
+    if previous is not None and previous != spec:
+        log(f"embedder changed ({previous} -> {spec}): every image will be embedded again")
+    if previous != spec or cat.get_meta("embedding_dim") != model.dim:
+        cat.reset_embeddings(spec, model.dim)
+    return model, None
+
+
+def _needs_scan(e: Entry, k, embedding: bool) -> bool:
+    if k is None or k.status in _RETRY_STATUSES or k.status == "alias":
+        return True
+    if (k.size_bytes, k.mtime_ns) != (e.size_bytes, e.mtime_ns):
+        return True
+    return embedding and k.status == "ok" and not k.has_embedding
+
+
+def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -> bool:
+    """Measure `todo` in batches and commit each; False if interrupted (Ctrl-C)."""
+    if not todo:
+        return True
+    side = model.input_side if model else None
+    args = [
+        (
+            str(root),
+            [(e.path, e.label, e.size_bytes, e.mtime_ns) for e in todo[i : i + cfg.batch_size]],
+            cfg.view_px,
+            cfg.max_image_pixels,
+            side,
+        )
+        for i in range(0, len(todo), cfg.batch_size)
+    ]
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    bar = _Progress(len(todo), progress)
+
+    def commit(result):
+        rows, pixels, ok_index = result
+        emb = None
+        if model is not None and len(ok_index):
+            from thresher.scan.embed import embed_batch
+
+            emb = np.full((len(rows), model.dim), np.nan, dtype=np.float32)
+            for i in range(0, len(ok_index), cfg.embed_batch_size):
+                sl = slice(i, i + cfg.embed_batch_size)
+                emb[ok_index[sl]] = embed_batch(model, pixels[sl])
+            summary.embedded += len(ok_index)
+        cat.write_scanned(rows, emb)
+        summary.scanned += len(rows)
+        bar.advance(len(rows))
+
+    try:
+        if n_workers == 0:
+            for a in args:
+                commit(measure_files(*a))
+            return True
+        # spawn, not fork: the main process may hold torch's thread pools, which fork breaks.
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            pending = set()
+            queue = iter(args)
+            try:
+                # Bounded in-flight work keeps memory flat whatever the crawl size.
+                for a in queue:
+                    pending.add(pool.submit(measure_files, *a))
+                    if len(pending) >= 2 * n_workers:
+                        break
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        commit(fut.result())
+                        nxt = next(queue, None)
+                        if nxt is not None:
+                            pending.add(pool.submit(measure_files, *nxt))
+            except KeyboardInterrupt:
+                for fut in pending:
+                    fut.cancel()
+                raise
+        return True
+    except KeyboardInterrupt:
+        log(f"interrupted: {summary.scanned} files committed; run the same command to resume")
+        return False
+    finally:
+        bar.close()
+
+
+def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_side: int | None):
+    """Worker: read, decode and measure a batch of files; pure of any catalog access.
+
+    Returns (rows, embed_pixels, ok_index): one dict per file for the catalog, the
+    (n_ok, side, side, 3) uint8 thumbnails to embed, and which rows they belong to.
+    """
+    rows, t32, t98, thumbs, pix, ok_rows, slopes_eff = [], [], [], [], [], [], []
+    for path, label, size, mtime in items:
+        row = {"path": path, "label": label, "size_bytes": size, "mtime_ns": mtime}
+        rows.append(row)
+        try:
+            with open(os.path.join(root, path), "rb") as f:
+                data = f.read()
+        except OSError as e:
+            row.update(status="unreadable", reason=f"cannot read: {e.strerror or e}")
+            continue
+        row["size_bytes"] = len(data)
+        row["checksum"] = hashes.checksum(data)
+        try:
+            d = decode(data, view_px, max_image_pixels)
+        except DecodeIssue as issue:
+            row.update(status=issue.status, reason=issue.reason, **issue.facts)
+            continue
+        row.update(
+            status="ok", reason=None, format=d.format, mode=d.mode, width=d.width, height=d.height
+        )
+        grey = d.view.convert("L")
+        a, b = hashes.hash_thumbnails(grey)
+        t32.append(a)
+        t98.append(b)
+        thumbs.append(quality.stats_thumbnail(d.view))
+        slopes_eff.append(quality.effective_short_side(np.asarray(grey), min(d.width, d.height)))
+        if embed_side:
+            pix.append(
+                np.asarray(d.view.resize((embed_side, embed_side), Image.Resampling.BILINEAR))
+            )
+        ok_rows.append(len(rows) - 1)
+    if ok_rows:
+        ph = hashes.phash(np.stack(t32)).view(np.int64)
+        dh = hashes.dhash(np.stack(t98)).view(np.int64)
+        stats = quality.pixel_stats(np.stack(thumbs))
+        for j, i in enumerate(ok_rows):
+            rows[i].update(
+                phash=int(ph[j]),
+                dhash=int(dh[j]),
+                **{k: float(v[j]) for k, v in stats.items()},
+                blur_slope=slopes_eff[j][0],
+                effective_short_side=slopes_eff[j][1],
+            )
+    pixels = np.stack(pix) if pix else np.zeros((0, 1, 1, 3), np.uint8)
+    return rows, pixels, np.array(ok_rows if embed_side else [], dtype=np.int64)
+
+
+def _entry_row(e: Entry) -> dict:
+    return {"path": e.path, "label": e.label, "size_bytes": e.size_bytes, "mtime_ns": e.mtime_ns}
+
+
+def _issue_row(e: Entry, status: str, reason: str) -> dict:
+    return {**_entry_row(e), "status": status, "reason": reason}
+
+
+class _Progress:
+    """A rich progress bar (images/s, ETA) that stays silent when not wanted."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.p = None
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.p = Progress(
+            TextColumn("scan"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.p.start()
+        self.task = self.p.add_task("scan", total=total, rate="")
+
+    def advance(self, n: int) -> None:
+        if self.p:
+            self.p.advance(self.task, n)
+            speed = self.p.tasks[0].speed
+            self.p.update(self.task, rate=f"{speed:.0f} img/s" if speed else "")
+
+    def close(self) -> None:
+        if self.p:
+            self.p.stop()
