@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # a message stays one line, however long
 
 WORKSPACE_HELP = (
@@ -153,7 +153,7 @@ def _config(model, **values):
 
 
 def _print_scan(s) -> None:
-    t = Table(title=f"catalog {s.workspace}")
+    t = Table(title="catalog")
     t.add_column("status")
     t.add_column("files", justify="right")
     total = sum(s.statuses.values()) or 1
@@ -163,7 +163,8 @@ def _print_scan(s) -> None:
     out.print(t)
     emb = f"{s.embedded} embedded with {s.embedder}" if s.embedder else "no embeddings"
     out.print(
-        f"{s.files} files in {s.source}: {s.scanned} scanned, {s.unchanged} unchanged, "
+        f"{s.files} files in {s.source} -> {s.workspace}: {s.scanned} scanned, "
+        f"{s.unchanged} unchanged, "
         f"{s.aliases} aliases, {s.newly_missing} newly missing; {emb}; {s.seconds:.1f} s"
     )
 

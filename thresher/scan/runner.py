@@ -108,6 +108,8 @@ def scan(
             if e.broken:
                 if k is None or k.status != "broken_symlink":
                     broken.append(e)
+                else:
+                    summary.unchanged += 1
             elif e.alias_of is not None:
                 aliases.append(e)
             elif _needs_scan(e, k, model is not None):
