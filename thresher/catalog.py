@@ -44,7 +44,7 @@ STATUSES = (
 
 # The measured columns, in one place: name -> SQL type. The scan fills them; later stages read them.
 MEASURE_COLUMNS = {
-    "checksum": "TEXT",  # blake2b-128 of the file's bytes
+    "checksum": "TEXT",  # SHA-256 of the file's bytes, hex (as sha256sum prints it)
     "format": "TEXT",
     "mode": "TEXT",  # Pillow mode as stored in the file, before conversion to RGB
     "width": "INTEGER",  # as displayed, after EXIF orientation

@@ -19,11 +19,21 @@ from PIL import Image
 
 PHASH_SIDE = 32
 DHASH_SIZE = (9, 8)
+# Hashes (and the small statistics) are taken from the view box-reduced to a short side of at
+# least this: a Lanczos filter from 1000 px down to 32 px reads ~75 source pixels per output
+# pixel and cost 4 ms an image; from 128 px it costs a tenth of that, for the same 32 px picture.
+HASH_VIEW_PX = 128
+
+
+def hash_view(view: Image.Image) -> Image.Image:
+    """The view box-reduced by an integer factor, keeping a short side >= HASH_VIEW_PX."""
+    factor = min(view.size) // HASH_VIEW_PX
+    return view.reduce(factor) if factor >= 2 else view
 
 
 def checksum(data: bytes) -> str:
-    """blake2b-128 of the bytes: equal checksums are byte-identical files."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """SHA-256 of the bytes, hex: what `sha256sum` prints (and fast where the CPU has SHA-NI)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def hash_thumbnails(grey: Image.Image) -> tuple[np.ndarray, np.ndarray]:

@@ -22,15 +22,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-THUMB_SIDE = 64  # side of the square RGB thumbnail the pixel statistics are taken from
+THUMB_SIDE = 32  # side of the square RGB thumbnail the pixel statistics are taken from
 DETAIL_TILE = 64  # the resolution estimate looks at a DETAIL_GRID x DETAIL_GRID grid of tiles
-DETAIL_GRID = 4
+DETAIL_GRID = 3
 SMOOTH_SLOPE = 1.5  # log2 D(2d)/D(d) above this: smooth at scale d (2.0 = linear; photos ~1.0-1.3)
 _SPACINGS = np.array([1, 2, 4, 8, 16])
 
 
 def stats_thumbnail(view: Image.Image) -> np.ndarray:
-    """(64, 64, 3) uint8 box-filtered thumbnail of the view (aspect ratio not kept)."""
+    """(32, 32, 3) uint8 box-filtered thumbnail of a (small) view; aspect ratio not kept."""
     return np.asarray(view.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX))
 
 
@@ -45,7 +45,7 @@ def pixel_stats(thumbs: np.ndarray) -> dict[str, np.ndarray]:
     flat = x.reshape(n, -1, 3)
     std = flat.astype(np.float32).std(axis=1)
     # ITU-R 601 luma with Pillow's integer weights, so it matches convert("L").
-    wide = flat.astype(np.int64)
+    wide = flat.astype(np.int32)
     grey = (wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16
     hist = _batched_bincount(grey, 256)
     p = hist / hist.sum(axis=1, keepdims=True)
@@ -66,22 +66,34 @@ def pixel_stats(thumbs: np.ndarray) -> dict[str, np.ndarray]:
 def _batched_bincount(values: np.ndarray, bins: int) -> np.ndarray:
     """Row-wise histogram of a (N, M) int array into `bins` bins, in one bincount call."""
     n = len(values)
-    offset = (np.arange(n, dtype=np.int64) * bins)[:, None]
+    offset = (np.arange(n, dtype=values.dtype) * bins)[:, None]
     return np.bincount((values + offset).ravel(), minlength=n * bins).reshape(n, bins)
 
 
-def detail_slopes(grey: np.ndarray) -> np.ndarray:
-    """log2 D(2d)/D(d) for d = 1, 2, 4, 8, measured on a grid of tiles over the grey view.
+def detail_slopes(view: Image.Image | np.ndarray) -> np.ndarray:
+    """log2 D(2d)/D(d) for d = 1, 2, 4, 8, measured on a grid of tiles over the view.
 
     Tiles spread over the whole image, so a large flat object in the centre cannot hide the
-    detail (or its absence) around it; flat tiles add almost nothing to D.
+    detail (or its absence) around it; flat tiles add almost nothing to D. Only the tiles are
+    converted to grey, not the whole view.
     """
-    g = np.asarray(grey)
-    h, w = g.shape
-    t = min(DETAIL_TILE, h, w)
-    ys = np.linspace(0, h - t, DETAIL_GRID).astype(int)
-    xs = np.linspace(0, w - t, DETAIL_GRID).astype(int)
-    tiles = np.stack([g[y : y + t, x : x + t] for y in ys for x in xs]).astype(np.float32)
+    if isinstance(view, Image.Image):  # crop first: converting the whole view costs more
+        w, h = view.size
+        t = min(DETAIL_TILE, h, w)
+        ys = np.linspace(0, h - t, DETAIL_GRID).astype(int)
+        xs = np.linspace(0, w - t, DETAIL_GRID).astype(int)
+        tiles = np.stack(
+            [np.asarray(view.crop((x, y, x + t, y + t))) for y in ys for x in xs]
+        ).astype(np.float32)
+    else:
+        a = np.asarray(view)
+        h, w = a.shape[:2]
+        t = min(DETAIL_TILE, h, w)
+        ys = np.linspace(0, h - t, DETAIL_GRID).astype(int)
+        xs = np.linspace(0, w - t, DETAIL_GRID).astype(int)
+        tiles = np.stack([a[y : y + t, x : x + t] for y in ys for x in xs]).astype(np.float32)
+    if tiles.ndim == 4:  # RGB: ITU-R 601 luma, as Pillow's convert("L")
+        tiles = tiles @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     d = np.array(
         [
             np.square(tiles[:, :, s:] - tiles[:, :, :-s]).mean()
@@ -109,10 +121,11 @@ def upscale_factor(slopes: np.ndarray, smooth_slope: float = SMOOTH_SLOPE) -> fl
     return float(2.0**x)
 
 
-def effective_short_side(grey: np.ndarray, native_short: int) -> tuple[float, int]:
-    """(blur slope at 1 px, effective short side in pixels) for one grey view (H, W) uint8."""
-    slopes = detail_slopes(grey)
+def effective_short_side(view: Image.Image | np.ndarray, native_short: int) -> tuple[float, int]:
+    """(blur slope at 1 px, effective short side in pixels) for one view (RGB or grey)."""
+    slopes = detail_slopes(view)
     factor = upscale_factor(slopes)
     if factor <= 1.0:
         return float(slopes[0]), int(native_short)
-    return float(slopes[0]), int(min(native_short, round(min(grey.shape) / factor)))
+    view_short = min(view.size) if isinstance(view, Image.Image) else min(view.shape[:2])
+    return float(slopes[0]), int(min(native_short, round(view_short / factor)))

@@ -268,16 +268,15 @@ def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_s
         row.update(
             status="ok", reason=None, format=d.format, mode=d.mode, width=d.width, height=d.height
         )
-        grey = d.view.convert("L")
-        a, b = hashes.hash_thumbnails(grey)
+        small = hashes.hash_view(d.view)
+        a, b = hashes.hash_thumbnails(small.convert("L"))
         t32.append(a)
         t98.append(b)
-        thumbs.append(quality.stats_thumbnail(d.view))
-        slopes_eff.append(quality.effective_short_side(np.asarray(grey), min(d.width, d.height)))
+        thumbs.append(quality.stats_thumbnail(small))
+        slopes_eff.append(quality.effective_short_side(d.view, min(d.width, d.height)))
         if embed_side:
-            pix.append(
-                np.asarray(d.view.resize((embed_side, embed_side), Image.Resampling.BILINEAR))
-            )
+            src = small if min(small.size) >= embed_side else d.view
+            pix.append(np.asarray(src.resize((embed_side, embed_side), Image.Resampling.BILINEAR)))
         ok_rows.append(len(rows) - 1)
     if ok_rows:
         ph = hashes.phash(np.stack(t32)).view(np.int64)
