@@ -181,3 +181,15 @@ def test_ctrl_c_mid_scan_keeps_committed_batches(crawl, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "measure_files", real)
     s2 = scan(crawl, tmp_path / "ws", workers=0, embed=False, progress=False, log=notes.append)
     assert s2.unchanged == sum(s.statuses.values()) and not s2.interrupted
+
+
+def test_a_fifo_posing_as_an_image_is_recorded_not_read(crawl, tmp_path):
+    os.mkfifo(crawl / "circle" / "pipe.jpg")  # opening it for reading would block forever
+    s = scan(crawl, tmp_path / "ws", workers=0, embed=False, progress=False, log=lambda m: None)
+    with Catalog(tmp_path / "ws") as cat:
+        k = cat.known()["circle/pipe.jpg"]
+        c = cat.columns(["path", "reason"], where="status = 'unreadable'")
+    assert k.status == "unreadable"
+    assert c["path"].tolist() == ["circle/pipe.jpg"] and "not a regular file" in c["reason"][0]
+    again = scan(crawl, tmp_path / "ws", workers=0, embed=False, progress=False, log=lambda m: None)
+    assert again.scanned == 0 and s.statuses["unreadable"] == 1

@@ -40,7 +40,12 @@ class ScanConfig(_Strict):
         "is recorded as 'oversized' and never decoded (Pillow's own warning level).",
     )
     batch_size: int = Field(64, ge=1, description="Files per worker task and per catalog commit.")
-    embed_batch_size: int = Field(64, ge=1, description="Images per embedding forward pass.")
+    embed_batch_size: int = Field(
+        16,
+        ge=1,
+        description="Images per embedding forward pass (on a CPU, small batches stay in cache: "
+        "16 ran 3x faster than 64 for MobileNetV2 on 2 cores).",
+    )
 
 
 class CleanThresholds(_Strict):

@@ -8,6 +8,7 @@ alias of its target (never scanned twice), one that points nowhere is a broken s
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class Entry:
     mtime_ns: int | None
     alias_of: str | None = None
     broken: bool = False
+    special: bool = False  # a FIFO, socket or device: reading it could block the scan forever
 
 
 @dataclass
@@ -166,6 +168,8 @@ def _stat_entry(root: Path, rel: str, label: str | None) -> Entry:
         st = full.stat()
     except OSError:
         return Entry(rel, label, None, None)
+    if not stat.S_ISREG(st.st_mode):
+        return Entry(rel, label, None, st.st_mtime_ns, special=True)
     return Entry(rel, label, st.st_size, st.st_mtime_ns)
 
 

@@ -56,7 +56,8 @@ def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
         raise EmbedderUnavailable(
             f"{spec}: {how} ({msg}); pass --weights FILE.pth for offline use"
         ) from None
-    model.eval()
+    # channels_last: oneDNN's fast path for convolutions on the CPU (about 1.5x for MobileNetV2).
+    model = model.eval().to(memory_format=torch.channels_last)
     with torch.inference_mode():
         dim = int(model(torch.zeros(1, 3, side, side)).shape[1])
     return Embedder(spec, model, dim, side, mean, std)
@@ -145,10 +146,11 @@ def embed_batch(embedder: Embedder, pixels: np.ndarray) -> np.ndarray:
     """(N, side, side, 3) uint8 -> (N, dim) float32, L2-normalised."""
     import torch
 
+    # NHWC uint8 permuted to NCHW is already channels_last in memory: no copy.
     x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(embedder.mean).view(1, 3, 1, 1)
     std = torch.tensor(embedder.std).view(1, 3, 1, 1)
     with torch.inference_mode():
-        f = embedder.model((x - mean) / std)
+        f = embedder.model(((x - mean) / std).contiguous(memory_format=torch.channels_last))
         f = torch.nn.functional.normalize(f.float(), dim=1)
     return f.numpy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,6 +31,12 @@ from thresher.sources import Entry, list_entries, resolve_source
 
 # Statuses worth another try even when the file looks unchanged (the cause may be transient).
 _RETRY_STATUSES = {"unreadable", "missing", "broken_symlink"}
+
+
+def _worker_init() -> None:
+    # Ctrl-C is the main process's to handle: it stops submitting, keeps what was committed and
+    # tells the user how to resume. Workers that died of it would only print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @dataclass
@@ -102,12 +109,17 @@ def scan(
         gone = [p for p, k in known.items() if p not in listed and k.status != "missing"]
         summary.newly_missing = cat.mark_missing(gone) if gone else 0
 
-        todo, aliases, broken = [], [], []
+        todo, aliases, issues = [], [], []
         for e in listing.entries:
             k = known.get(e.path)
-            if e.broken:
-                if k is None or k.status != "broken_symlink":
-                    broken.append(e)
+            if e.broken or e.special:
+                status, reason = (
+                    ("broken_symlink", "symlink target does not exist")
+                    if e.broken
+                    else ("unreadable", "not a regular file (a FIFO, socket or device)")
+                )
+                if k is None or (k.status, k.mtime_ns) != (status, e.mtime_ns):
+                    issues.append(_issue_row(e, status, reason))
                 else:
                     summary.unchanged += 1
             elif e.alias_of is not None:
@@ -116,11 +128,9 @@ def scan(
                 todo.append(e)
             else:
                 summary.unchanged += 1
-        if broken:
-            cat.write_scanned(
-                [_issue_row(e, "broken_symlink", "symlink target does not exist") for e in broken]
-            )
-            summary.scanned += len(broken)
+        if issues:
+            cat.write_scanned(issues)
+            summary.scanned += len(issues)
 
         summary.interrupted = not _run_batches(
             cat, src.root, todo, cfg, model, workers, progress, summary, log
@@ -214,7 +224,9 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
             return True
         # spawn, not fork: the main process may hold torch's thread pools, which fork breaks.
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=ctx, initializer=_worker_init
+        ) as pool:
             pending = set()
             queue = iter(args)
             try:
@@ -231,8 +243,7 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
                         if nxt is not None:
                             pending.add(pool.submit(measure_files, *nxt))
             except KeyboardInterrupt:
-                for fut in pending:
-                    fut.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise
         return True
     except KeyboardInterrupt:
@@ -309,6 +320,7 @@ class _Progress:
         self.p = None
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -326,6 +338,7 @@ class _Progress:
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            console=Console(stderr=True),  # stdout stays for results
         )
         self.p.start()
         self.task = self.p.add_task("scan", total=total, rate="")
