@@ -193,3 +193,19 @@ def test_a_fifo_posing_as_an_image_is_recorded_not_read(crawl, tmp_path):
     assert c["path"].tolist() == ["circle/pipe.jpg"] and "not a regular file" in c["reason"][0]
     again = scan(crawl, tmp_path / "ws", workers=0, embed=False, progress=False, log=lambda m: None)
     assert again.scanned == 0 and s.statuses["unreadable"] == 1
+
+
+def test_a_relabelled_manifest_row_updates_the_label_without_a_rescan(crawl, tmp_path):
+    files = sorted(p.name for p in (crawl / "star").iterdir() if p.suffix == ".jpg")[:3]
+    manifest = crawl / "m.csv"
+    manifest.write_text("path,label\n" + "".join(f"star/{f},star\n" for f in files))
+    ws = tmp_path / "ws"
+    scan(manifest, ws, workers=0, embed=False, progress=False, log=lambda m: None)
+    manifest.write_text(
+        "path,label\n"
+        + "".join(f"star/{f},{'cross' if i == 0 else 'star'}\n" for i, f in enumerate(files))
+    )
+    s = scan(manifest, ws, workers=0, embed=False, progress=False, log=lambda m: None)
+    assert s.scanned == 0 and s.relabelled == 1
+    with Catalog(ws) as cat:
+        assert cat.known()[f"star/{files[0]}"].label == "cross"

@@ -89,6 +89,7 @@ class Known:
     mtime_ns: int | None
     status: str
     has_embedding: bool
+    label: str | None
 
 
 class Catalog:
@@ -163,9 +164,9 @@ class Catalog:
     def known(self) -> dict[str, Known]:
         """Every catalogued path and what the scan needs to know to skip or redo it."""
         rows = self._db.execute(
-            "SELECT path, id, size_bytes, mtime_ns, status, has_embedding FROM images"
+            "SELECT path, id, size_bytes, mtime_ns, status, has_embedding, label FROM images"
         )
-        return {r[0]: Known(r[1], r[2], r[3], r[4], bool(r[5])) for r in rows}
+        return {r[0]: Known(r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows}
 
     def count(self, status: str | None = None) -> int:
         if status is None:
@@ -273,6 +274,13 @@ class Catalog:
                         now,
                     ),
                 )
+
+    def set_labels(self, labels: Iterable[tuple[str, str | None]]) -> None:
+        """Relabel files by path (a manifest changed its mind; the pixels did not)."""
+        with self._tx():
+            self._db.executemany(
+                "UPDATE images SET label=? WHERE path=?", [(lb, p) for p, lb in labels]
+            )
 
     def mark_missing(self, paths: Iterable[str]) -> int:
         with self._tx():

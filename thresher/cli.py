@@ -164,7 +164,7 @@ def _print_scan(s) -> None:
     emb = f"{s.embedded} embedded with {s.embedder}" if s.embedder else "no embeddings"
     out.print(
         f"{s.files} files in {s.source} -> {s.workspace}: {s.scanned} scanned, "
-        f"{s.unchanged} unchanged, "
+        f"{s.unchanged} unchanged{f' ({s.relabelled} relabelled)' if s.relabelled else ''}, "
         f"{s.aliases} aliases, {s.newly_missing} newly missing; {emb}; {s.seconds:.1f} s"
     )
 

@@ -48,6 +48,7 @@ class ScanSummary:
     files: int = 0
     scanned: int = 0
     unchanged: int = 0
+    relabelled: int = 0  # unchanged files whose label changed (manifest edited)
     aliases: int = 0
     newly_missing: int = 0
     embedded: int = 0
@@ -109,7 +110,7 @@ def scan(
         gone = [p for p, k in known.items() if p not in listed and k.status != "missing"]
         summary.newly_missing = cat.mark_missing(gone) if gone else 0
 
-        todo, aliases, issues = [], [], []
+        todo, aliases, issues, relabelled = [], [], [], []
         for e in listing.entries:
             k = known.get(e.path)
             if e.broken or e.special:
@@ -128,6 +129,11 @@ def scan(
                 todo.append(e)
             else:
                 summary.unchanged += 1
+                if k.label != e.label:
+                    relabelled.append((e.path, e.label))
+        if relabelled:
+            cat.set_labels(relabelled)
+            summary.relabelled = len(relabelled)
         if issues:
             cat.write_scanned(issues)
             summary.scanned += len(issues)
