@@ -51,6 +51,9 @@ MEASURE_COLUMNS = {
     "height": "INTEGER",
     "phash": "INTEGER",  # 64-bit pHash as a signed int64 (same bits as imagehash's hex string)
     "dhash": "INTEGER",
+    "mean_r": "REAL",  # per-channel mean, 0-255: a cheap second signal for duplicate checks
+    "mean_g": "REAL",
+    "mean_b": "REAL",
     "std_r": "REAL",  # per-channel pixel standard deviation, 0-255
     "std_g": "REAL",
     "std_b": "REAL",

@@ -37,13 +37,15 @@ def stats_thumbnail(view: Image.Image) -> np.ndarray:
 def pixel_stats(thumbs: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image statistics of a (N, H, W, 3) uint8 batch.
 
-    Returns std_r/g/b (0-255), entropy (bits of the grey-level histogram, 0..8) and
+    Returns mean_r/g/b and std_r/g/b (0-255), entropy (bits of the grey-level histogram, 0..8) and
     dominant_share (share of pixels in the most common 12-bit colour, 0..1).
     """
     x = np.asarray(thumbs)
     n = len(x)
     flat = x.reshape(n, -1, 3)
-    std = flat.astype(np.float32).std(axis=1)
+    as_float = flat.astype(np.float32)
+    mean = as_float.mean(axis=1)
+    std = as_float.std(axis=1)
     # ITU-R 601 luma with Pillow's integer weights, so it matches convert("L").
     wide = flat.astype(np.int32)
     grey = (wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16
@@ -55,6 +57,9 @@ def pixel_stats(thumbs: np.ndarray) -> dict[str, np.ndarray]:
     colour = (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
     dominant = _batched_bincount(colour, 4096).max(axis=1) / flat.shape[1]
     return {
+        "mean_r": mean[:, 0],
+        "mean_g": mean[:, 1],
+        "mean_b": mean[:, 2],
         "std_r": std[:, 0],
         "std_g": std[:, 1],
         "std_b": std[:, 2],
