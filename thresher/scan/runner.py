@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -255,6 +256,11 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
     except KeyboardInterrupt:
         log(f"interrupted: {summary.scanned} files committed; run the same command to resume")
         return False
+    except BrokenProcessPool:
+        raise ThresherError(
+            f"a scan worker process died ({summary.scanned} files committed, nothing lost): "
+            "rerun to resume; --workers 0 scans in one process if it keeps happening"
+        ) from None
     finally:
         bar.close()
 
