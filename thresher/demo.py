@@ -42,6 +42,7 @@ class Truth:
     wrong_label: bool = False  # filed under another class's folder
     group: int = -1  # duplicate group (original and its copies share it)
     exact_copy: bool = False  # byte-identical to the group's original
+    variant: str = ""  # in a group: original, copy, reencoded, resized, watermarked, cropped, png
     status: str = "ok"  # scan status expected: ok, corrupt, empty, not_image, oversized, ...
 
 
@@ -165,8 +166,11 @@ def make_crawl(out: Path | str, seed: int = 0, scale: float = 1.0) -> Path:
     for gid, i in enumerate(sorted(pick)):
         t0, im = originals[i]
         t0.group = gid
+        t0.variant = "original"
         for k in rng.choice(6, size=int(rng.integers(1, 4)), replace=False):
-            t = Truth("", t0.folder_label, true_label=t0.true_label, group=gid)
+            t = Truth(
+                "", t0.folder_label, true_label=t0.true_label, group=gid, variant=_VARIANTS[k]
+            )
             rel = g.name(t0.folder_label, ".png" if k == 5 else ".jpg")
             if k == 0:
                 t.exact_copy = True
@@ -218,6 +222,9 @@ def make_crawl(out: Path | str, seed: int = 0, scale: float = 1.0) -> Path:
     (root / "README.txt").write_text("crawl notes: not an image, skipped by the scan\n")
     _write_truth(out / TRUTH_FILE, g.truths)
     return root
+
+
+_VARIANTS = ("copy", "reencoded", "resized", "watermarked", "cropped", "png")
 
 
 def _watermark(im: Image.Image, rng) -> Image.Image:
