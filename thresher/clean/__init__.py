@@ -1,0 +1,1 @@
+"""Detectors: pure functions from catalog columns (and embeddings) to scored issues."""

@@ -1,0 +1,350 @@
+"""Duplicate detection: exact copies and near-duplicates, grouped, with the copy to keep.
+
+Pure functions over catalog columns (checksums, 64-bit hashes, embeddings, sizes): no files, no
+database. Never an N x N matrix:
+- hash neighbours: exact blocked search on small sets; sorted random bit permutations on large
+  ones (FAISS's multi-index binary hash was exact but took 89 s for 200,000 hashes here);
+- embedding neighbours: a FAISS inner-product k-NN search, in batches.
+A hash match is confirmed by a second signal (dHash or embedding), because line art on white
+and other simple pictures collide on pHash alone. Groups come from union-find over confirmed
+pairs, then every member must be close to the group's representative (the copy kept), so a
+chain a~b~c~d cannot glue unrelated images together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Candidate pairs (i < j) and a per-pair value (distance or similarity)."""
+
+    i: np.ndarray
+    j: np.ndarray
+    value: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+
+def equal_key_groups(keys: np.ndarray) -> np.ndarray:
+    """Group id per row for rows sharing a key (groups of 2 or more); -1 elsewhere or for None."""
+    keys = np.asarray(keys, dtype=object)
+    out = np.full(len(keys), -1, dtype=np.int64)
+    present = np.array([k is not None and k == k for k in keys], dtype=bool)  # None and NaN out
+    idx = np.nonzero(present)[0]
+    if len(idx) == 0:
+        return out
+    _, inverse, counts = np.unique(keys[idx].astype(str), return_inverse=True, return_counts=True)
+    shared = counts[inverse] > 1
+    _, group = np.unique(inverse[shared], return_inverse=True)
+    out[idx[shared]] = group
+    return out
+
+
+def hash_pairs(
+    hashes: np.ndarray,
+    max_distance: int,
+    rows: np.ndarray | None = None,
+    exact_up_to: int = 20_000,
+    rounds: int = 96,
+    window: int = 12,
+    seed: int = 0,
+) -> Pairs:
+    """Pairs of rows whose 64-bit hashes differ in at most `max_distance` bits.
+
+    Up to `exact_up_to` rows: every pair, exactly (blocked brute force, popcount on uint64).
+    Beyond: sorted-permutation search. Each round applies a random bit permutation to every
+    hash, sorts, and compares each hash with the `window` that follow it; two hashes that agree
+    on the first ~log2(N) permuted bits land next to each other. A pair at distance d is found
+    in a round with probability about prod((64-d-i)/(64-i)) over those bits, so many rounds find
+    it almost surely (bench/near_duplicates.py measures the recall by distance). No N x N
+    matrix, no index to hold: memory is a few arrays of N.
+
+    `rows` restricts the search to those rows (blank images all hash alike: leave them out).
+    """
+    h = np.asarray(hashes, dtype=np.uint64)
+    rows = np.arange(len(h)) if rows is None else np.asarray(rows, dtype=np.int64)
+    sub = h[rows]
+    if len(rows) < 2:
+        return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(rows) <= exact_up_to:
+        i, j, d = _brute_force_pairs(sub, max_distance)
+    else:
+        i, j, d = _permutation_pairs(sub, max_distance, rounds, window, seed)
+    return Pairs(rows[i], rows[j], d)
+
+
+def _brute_force_pairs(h: np.ndarray, r: int):
+    i_all, j_all, d_all = [], [], []
+    block = max(1, 4_000_000 // max(len(h), 1))
+    for s in range(0, len(h), block):
+        d = np.bitwise_count(h[s : s + block, None] ^ h[None, :])
+        qi, qj = np.nonzero(d <= r)
+        qi += s
+        keep = qi < qj
+        i_all.append(qi[keep])
+        j_all.append(qj[keep])
+        d_all.append(d[qi[keep] - s, qj[keep]])
+    return (
+        np.concatenate(i_all).astype(np.int64),
+        np.concatenate(j_all).astype(np.int64),
+        np.concatenate(d_all).astype(np.int64),
+    )
+
+
+def _permutation_pairs(h: np.ndarray, r: int, rounds: int, window: int, seed: int):
+    rng = np.random.default_rng(seed)
+    as_bytes = h.astype(">u8").view(np.uint8).reshape(-1, 8)
+    # A bit permutation as 8 lookup tables: byte k's 8 bits, each moved to its new position.
+    bit_of = (np.arange(256)[:, None] >> (7 - np.arange(8))[None, :]) & 1  # (256, 8), MSB first
+    found = []
+    for _ in range(rounds):
+        perm = rng.permutation(64)  # new position of each original bit (0 = most significant)
+        permuted = np.zeros(len(h), dtype=np.uint64)
+        for k in range(8):
+            shifts = (63 - perm[8 * k : 8 * k + 8]).astype(np.uint64)
+            lut = (bit_of.astype(np.uint64) << shifts[None, :]).sum(axis=1).astype(np.uint64)
+            permuted |= lut[as_bytes[:, k]]
+        order = np.argsort(permuted, kind="stable")
+        hs = h[order]
+        for off in range(1, window + 1):
+            close = np.nonzero(np.bitwise_count(hs[off:] ^ hs[:-off]) <= r)[0]
+            a, b = order[close], order[close + off]
+            found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+    pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)
+    d = np.bitwise_count(h[pairs[:, 0]] ^ h[pairs[:, 1]]).astype(np.int64)
+    return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), d
+
+
+def embedding_pairs(
+    embeddings: np.ndarray, min_cosine: float, rows: np.ndarray | None = None, k: int = 10
+) -> Pairs:
+    """Pairs among each row's k nearest neighbours (L2-normalised rows) with cosine >= min."""
+    rows = np.arange(len(embeddings)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) < 2:
+        return Pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    import faiss
+
+    dim = embeddings.shape[1]
+    index = faiss.IndexFlatIP(dim)
+    batch = 16384
+    for start in range(0, len(rows), batch):  # memmap rows in, float32 in batches
+        index.add(np.ascontiguousarray(embeddings[rows[start : start + batch]], dtype=np.float32))
+    kk = min(k + 1, len(rows))
+    i_all, j_all, s_all = [], [], []
+    for start in range(0, len(rows), batch):
+        q = np.ascontiguousarray(embeddings[rows[start : start + batch]], dtype=np.float32)
+        sims, ids = index.search(q, kk)
+        qi = np.repeat(np.arange(start, start + len(q)), kk)
+        ids, sims = ids.ravel(), sims.ravel()
+        keep = (ids > qi) & (sims >= min_cosine)
+        i_all.append(qi[keep])
+        j_all.append(ids[keep])
+        s_all.append(sims[keep])
+    i, j = np.concatenate(i_all), np.concatenate(j_all)
+    return Pairs(rows[i], rows[j], np.concatenate(s_all))
+
+
+def connected_groups(n: int, pairs: Pairs) -> np.ndarray:
+    """Connected components over pairs: group id per row, -1 for rows in no pair."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs.i, pairs.j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    in_pair = np.zeros(n, dtype=bool)
+    in_pair[pairs.i] = True
+    in_pair[pairs.j] = True
+    out = np.full(n, -1, dtype=np.int64)
+    _, out[in_pair] = np.unique(labels[in_pair], return_inverse=True)
+    return out
+
+
+def real_pixels(width: np.ndarray, height: np.ndarray, effective_short_side: np.ndarray):
+    """Pixel count scaled by (effective / nominal short side)^2: a blown-up copy counts small."""
+    w, h = np.nan_to_num(width), np.nan_to_num(height)
+    short = np.fmin(w, h)
+    eff = np.where(np.isnan(effective_short_side), short, effective_short_side)
+    ratio = np.divide(eff, short, out=np.ones_like(eff, dtype=float), where=short > 0)
+    return w * h * np.square(ratio)
+
+
+def keep_scores(real_px: np.ndarray, centrality: np.ndarray, bytes_per_pixel: np.ndarray):
+    """Which copy of a group to keep: a larger score wins.
+
+    First the most real pixels (within 2%: a PNG re-save and its JPEG are equals); then the most
+    central copy (smallest mean pHash distance to the rest of its group: the original, which
+    every variant was made from, beats its watermarked or re-encoded variants); then the most
+    bytes per pixel (lighter compression).
+    """
+    level = np.floor(np.log(np.maximum(real_px, 1.0)) / np.log(1.02))
+    return level * 1000.0 + np.clip(centrality, 0, 64) * 10.0 + np.minimum(bytes_per_pixel, 8.0)
+
+
+def group_centrality(groups: np.ndarray, phash: np.ndarray) -> np.ndarray:
+    """64 minus the mean pHash distance of each member to the other members of its group."""
+    out = np.zeros(len(groups), dtype=np.float64)
+    member = np.nonzero(groups >= 0)[0]
+    order = member[np.argsort(groups[member], kind="stable")]
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    for m in np.split(order, bounds):
+        if len(m) < 2:
+            continue
+        d = np.bitwise_count(phash[m][:, None] ^ phash[m][None, :]).sum(axis=1) / (len(m) - 1)
+        out[m] = 64.0 - d
+    return out
+
+
+def representatives(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per row, the row index of its group's best-scoring member (-1 outside groups)."""
+    out = np.full(len(groups), -1, dtype=np.int64)
+    member = np.nonzero(groups >= 0)[0]
+    if len(member) == 0:
+        return out
+    # Sort by (group, -score): the first row of each group run is its representative.
+    order = member[np.lexsort((-scores[member], groups[member]))]
+    g = groups[order]
+    first = np.r_[True, g[1:] != g[:-1]]
+    rep_of_group = dict(zip(g[first].tolist(), order[first].tolist(), strict=True))
+    out[member] = [rep_of_group[x] for x in groups[member].tolist()]
+    return out
+
+
+def prune_to_representative(groups: np.ndarray, rep: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Drop members not `close` to their representative; dissolve groups left with one member.
+
+    `close[r]` says whether row r is near-identical to rep[r] by some direct measure (hash
+    distance or embedding similarity computed between the two): this is what stops chains.
+    """
+    g = np.where((groups >= 0) & (close | (rep == np.arange(len(groups)))), groups, -1)
+    ids, counts = np.unique(g[g >= 0], return_counts=True)
+    alone = ids[counts < 2]
+    g[np.isin(g, alone)] = -1
+    _, g[g >= 0] = np.unique(g[g >= 0], return_inverse=True)
+    return g
+
+
+@dataclass
+class DuplicateResult:
+    """Per row: `group` (-1 = none), `keep` (the copy kept in its group), `exact` (same bytes as
+    another member), `confidence` (0-1: how surely it is a copy of its group's kept one)."""
+
+    group: np.ndarray
+    keep: np.ndarray
+    exact: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What two images are compared by: hashes, mean colour, and optionally embeddings."""
+
+    phash: np.ndarray  # (N,) uint64
+    dhash: np.ndarray  # (N,) uint64
+    mean_rgb: np.ndarray  # (N, 3) per-channel means, 0-255
+    embeddings: np.ndarray | None = None  # (N, D) L2-normalised, may be a memmap
+    max_phash: int = 10
+    max_dhash: int = 20
+    max_colour_shift: float = 12.0
+    min_cosine: float = 0.92
+
+    def same_picture(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether rows i[k] and j[k] show the same picture: the one rule, used everywhere.
+
+        pHash close, mean colours close (pHash alone pairs simple shapes on plain grounds), and
+        dHash or embeddings agreeing; or embeddings very close with pHash loosely close (a
+        watermark or crop moves pHash by 10-20 bits, an unrelated image by about 32).
+        """
+        d_ph = np.bitwise_count(self.phash[i] ^ self.phash[j])
+        d_dh = np.bitwise_count(self.dhash[i] ^ self.dhash[j])
+        colour = np.abs(self.mean_rgb[i] - self.mean_rgb[j]).max(axis=1) <= self.max_colour_shift
+        second = d_dh <= self.max_dhash
+        loose = np.zeros(len(i), dtype=bool)
+        if self.embeddings is not None:
+            cos = row_cosine(self.embeddings, i, j)
+            second |= cos >= self.min_cosine
+            loose = (cos >= (1 + self.min_cosine) / 2) & (d_ph <= 2 * self.max_phash + 2)
+        return colour & (((d_ph <= self.max_phash) & second) | loose)
+
+    def confidence(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """0-1: 1 for identical hashes (or embeddings), falling with the distance."""
+        conf = 1.0 - np.bitwise_count(self.phash[i] ^ self.phash[j]) / 32.0
+        if self.embeddings is not None:
+            conf = np.maximum(conf, row_cosine(self.embeddings, i, j))
+        return np.clip(conf, 0.0, 1.0).astype(np.float32)
+
+
+def find_duplicates(
+    checksum: np.ndarray,
+    signals: Signals,
+    real_px: np.ndarray,
+    bytes_per_pixel: np.ndarray,
+    eligible: np.ndarray,
+) -> DuplicateResult:
+    """Exact and near-duplicate groups over the eligible rows (decoded, not blank).
+
+    Candidates come from the hash search (pHash within max_phash) and, with embeddings, from
+    the k-NN search; `signals.same_picture` confirms each; union-find groups them; the best
+    copy (`keep_scores`) is kept, and every other member must be the same picture as the kept
+    copy, or leave the group.
+    """
+    n = len(signals.phash)
+    eligible = np.asarray(eligible, dtype=bool)
+    exact_group = equal_key_groups(np.where(eligible, checksum, None))
+    # Byte-identical copies are settled: search near-duplicates among one copy per checksum.
+    first_copy = np.ones(n, dtype=bool)
+    ex = np.nonzero(exact_group >= 0)[0]
+    _, first = np.unique(exact_group[ex], return_index=True)
+    first_copy[ex] = False
+    first_copy[ex[first]] = True
+    rows = np.nonzero(eligible & first_copy)[0]
+
+    cand = [hash_pairs(signals.phash, signals.max_phash, rows)]
+    if signals.embeddings is not None:
+        cand.append(embedding_pairs(signals.embeddings, (1 + signals.min_cosine) / 2, rows))
+    ci = np.concatenate([c.i for c in cand])
+    cj = np.concatenate([c.j for c in cand])
+    ok = signals.same_picture(ci, cj)
+    near = connected_groups(n, Pairs(ci[ok], cj[ok], np.zeros(0)))
+
+    # Exact copies join their first copy's group (or form one of their own).
+    group = near.copy()
+    for g in np.unique(exact_group[ex]):
+        members = ex[exact_group[ex] == g]
+        head = members[first_copy[members]][0]
+        group[members] = group[head] if group[head] >= 0 else n + g
+
+    def best_copies(g):
+        scores = keep_scores(real_px, group_centrality(g, signals.phash), bytes_per_pixel)
+        return representatives(g, scores)
+
+    rep = best_copies(group)
+    r = np.nonzero(group >= 0)[0]
+    same_bytes = (exact_group[r] >= 0) & (exact_group[r] == exact_group[rep[r]])
+    close = np.zeros(n, dtype=bool)
+    close[r] = same_bytes | signals.same_picture(r, rep[r])
+    group = prune_to_representative(group, rep, close)
+
+    rep = best_copies(group)
+    keep = (group >= 0) & (rep == np.arange(n))
+    exact = (exact_group >= 0) & (group >= 0)
+    confidence = np.zeros(n, dtype=np.float32)
+    copies = np.nonzero((group >= 0) & ~keep)[0]
+    confidence[copies] = signals.confidence(copies, rep[copies])
+    confidence[exact & ~keep] = 1.0
+    return DuplicateResult(group=group, keep=keep, exact=exact, confidence=confidence)
+
+
+def row_cosine(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Cosine of row pairs of L2-normalised embeddings, in batches (memmap friendly)."""
+    out = np.empty(len(i), dtype=np.float32)
+    step = 65536
+    for s in range(0, len(i), step):
+        a = np.asarray(embeddings[i[s : s + step]], dtype=np.float32)
+        b = np.asarray(embeddings[j[s : s + step]], dtype=np.float32)
+        out[s : s + step] = np.einsum("nd,nd->n", a, b)
+    return out
