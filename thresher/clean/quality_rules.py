@@ -1,0 +1,113 @@
+"""Rules over the scan's measurements: unreadable, low resolution, upscaled fakes, blank images.
+
+Pure functions from catalog columns to the one result shape every issue type shares: a boolean
+`is_issue` per row and a `confidence` in 0-1 (higher = more surely an issue), so "the worst 5%"
+is a sort. Thresholds come from `config.CleanThresholds`, documented there.
+
+When the rules are wrong (measured on the demo crawl; see the README's measurement table):
+- low resolution is exact by definition (the short side as stored), but a small image is not
+  always garbage: icons and thumbnails of a small-object class may be all there is;
+- the upscaled-fake rule inherits the effective-resolution estimate's limits: a defocused photo
+  reads as upscaled, a nearest-neighbour mosaic as sharp;
+- blank: a photo of fog, snow or a white wall looks blank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from thresher.config import CleanThresholds
+
+# Scan statuses that are issues in themselves: the file cannot be used at all.
+UNUSABLE_STATUSES = ("corrupt", "empty", "not_image", "oversized", "unreadable", "broken_symlink")
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """`is_issue` and `confidence` per row, and a one-line `reason` per flagged row."""
+
+    is_issue: np.ndarray
+    confidence: np.ndarray
+    reason: np.ndarray  # object array; "" where not flagged
+
+
+def unusable(status: np.ndarray) -> dict[str, RuleResult]:
+    """One result per unusable status (corrupt, empty, not_image, ...), all with confidence 1."""
+    status = np.asarray(status, dtype=object)
+    out = {}
+    for s in UNUSABLE_STATUSES:
+        hit = status == s
+        out[s] = RuleResult(hit, hit.astype(np.float32), np.where(hit, f"scan status: {s}", ""))
+    return out
+
+
+def low_resolution(
+    width: np.ndarray, height: np.ndarray, ok: np.ndarray, th: CleanThresholds
+) -> RuleResult:
+    """Short side below min_short_side_px; confidence grows as the image gets smaller."""
+    short = np.fmin(np.asarray(width, float), np.asarray(height, float))
+    hit = np.asarray(ok, bool) & (short < th.min_short_side_px)
+    conf = np.where(hit, 0.5 + 0.5 * (1 - np.nan_to_num(short) / th.min_short_side_px), 0.0)
+    reason = np.array(
+        [
+            f"short side {int(s)} px < {th.min_short_side_px}" if h else ""
+            for s, h in zip(np.nan_to_num(short), hit, strict=True)
+        ],
+        dtype=object,
+    )
+    return RuleResult(hit, conf.astype(np.float32), reason)
+
+
+def upscaled(
+    width: np.ndarray,
+    height: np.ndarray,
+    effective_short_side: np.ndarray,
+    ok: np.ndarray,
+    th: CleanThresholds,
+) -> RuleResult:
+    """Large enough on paper, but its effective resolution is below min_short_side_px."""
+    short = np.fmin(np.asarray(width, float), np.asarray(height, float))
+    eff = np.asarray(effective_short_side, float)
+    hit = (
+        np.asarray(ok, bool)
+        & (short >= th.min_short_side_px)
+        & (np.nan_to_num(eff, nan=np.inf) < th.min_short_side_px)
+    )
+    conf = np.where(hit, 0.5 + 0.5 * (1 - np.nan_to_num(eff) / th.min_short_side_px), 0.0)
+    reason = np.array(
+        [
+            f"{int(s)} px short side, but only ~{int(e)} px of real detail" if h else ""
+            for s, e, h in zip(np.nan_to_num(short), np.nan_to_num(eff), hit, strict=True)
+        ],
+        dtype=object,
+    )
+    return RuleResult(hit, conf.astype(np.float32), reason)
+
+
+def blank(
+    std_rgb: np.ndarray, dominant_share: np.ndarray, ok: np.ndarray, th: CleanThresholds
+) -> RuleResult:
+    """Near-constant images: tiny pixel spread, or one colour covering almost everything."""
+    spread = np.fmax.reduce(np.asarray(std_rgb, float), axis=1)  # NaN rows (unread) stay NaN
+    dom = np.nan_to_num(np.asarray(dominant_share, float))
+    flat = np.nan_to_num(spread, nan=np.inf) < th.blank_max_std
+    mostly_one = dom > th.blank_min_dominant_share
+    hit = np.asarray(ok, bool) & (flat | mostly_one)
+    conf = np.where(
+        hit,
+        np.maximum(
+            np.where(flat, 1 - 0.5 * spread / th.blank_max_std, 0),
+            np.where(mostly_one, dom, 0),
+        ),
+        0.0,
+    )
+    reason = np.array(
+        [
+            f"pixel spread {sp:.1f}, {100 * d:.0f}% one colour" if h else ""
+            for sp, d, h in zip(np.nan_to_num(spread), dom, hit, strict=True)
+        ],
+        dtype=object,
+    )
+    return RuleResult(hit, conf.astype(np.float32), reason)
