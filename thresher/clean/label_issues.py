@@ -1,0 +1,146 @@
+"""Label errors: images whose visual neighbours and class clusters say they belong elsewhere.
+
+Three views of "which class does this embedding look like", each an (N, C) probability matrix,
+none of which has seen the image's own label:
+- out-of-fold logistic regression on the embeddings (a linear probe, K folds);
+- k-nearest-neighbour vote (FAISS inner product, the image itself left out);
+- class centroids (cosine to each class mean, the image left out of its own class's mean).
+Their average goes to cleanlab's confident learning (`find_label_issues`), which decides how
+many labels to doubt per class from the estimated noise; the score of a flagged image is
+1 - p(given label), and the suggested label is the most probable other class.
+
+Memory is bounded for millions of rows: embeddings are read in batches (a memmap is fine), the
+probe trains on at most `max_train` rows per fold, and FAISS searches in batches.
+
+When it is wrong: classes the backbone cannot tell apart (two dog breeds for an ImageNet
+model trained without them) look like label noise between them; and a class that is mostly
+mislabelled teaches the probe the wrong concept (confident learning assumes most labels are right).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_BATCH = 16384
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """Per row: `is_issue`, `confidence` (0-1) and `suggested` (class index; -1 = none)."""
+
+    is_issue: np.ndarray
+    confidence: np.ndarray
+    suggested: np.ndarray
+    probs: np.ndarray  # (N, C) averaged out-of-sample class probabilities
+
+
+def _rows(embeddings, idx) -> np.ndarray:
+    return np.ascontiguousarray(embeddings[idx], dtype=np.float32)
+
+
+def probe_probs(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    folds: int = 5,
+    max_train: int = 50_000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Out-of-fold class probabilities from a logistic-regression probe on the embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(n) % folds
+    out = np.zeros((n, n_classes), dtype=np.float32)
+    for f in range(folds):
+        train = np.nonzero(fold != f)[0]
+        if len(train) > max_train:
+            train = np.sort(rng.choice(train, max_train, replace=False))
+        model = LogisticRegression(max_iter=1000, C=1.0)
+        model.fit(_rows(embeddings, train), labels[train])
+        test = np.nonzero(fold == f)[0]
+        for s in range(0, len(test), _BATCH):
+            t = test[s : s + _BATCH]
+            out[np.ix_(t, model.classes_)] = model.predict_proba(_rows(embeddings, t))
+    return out
+
+
+def knn_probs(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int = 10):
+    """Similarity-weighted vote of each row's k nearest neighbours (itself excluded)."""
+    import faiss
+
+    n = len(labels)
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    for s in range(0, n, _BATCH):
+        index.add(_rows(embeddings, np.arange(s, min(n, s + _BATCH))))
+    kk = min(k + 1, n)
+    out = np.zeros((n, n_classes), dtype=np.float32)
+    for s in range(0, n, _BATCH):
+        q = np.arange(s, min(n, s + _BATCH))
+        sims, ids = index.search(_rows(embeddings, q), kk)
+        w = np.where(ids == q[:, None], 0.0, np.maximum(sims, 0.0))  # leave the image out
+        np.add.at(out, (np.repeat(q, kk), labels[ids.ravel()]), w.ravel())
+    out += 1e-3  # a little prior: no row is certain from ten neighbours
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def centroid_probs(
+    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, temperature: float = 0.05
+):
+    """Softmax of cosine to each class centroid, each row left out of its own class's mean."""
+    n, dim = embeddings.shape
+    sums = np.zeros((n_classes, dim), dtype=np.float64)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    for s in range(0, n, _BATCH):
+        idx = np.arange(s, min(n, s + _BATCH))
+        np.add.at(sums, labels[idx], _rows(embeddings, idx))
+    out = np.zeros((n, n_classes), dtype=np.float32)
+    for s in range(0, n, _BATCH):
+        idx = np.arange(s, min(n, s + _BATCH))
+        x = _rows(embeddings, idx).astype(np.float64)
+        sims = np.empty((len(idx), n_classes))
+        for c in range(n_classes):
+            mean = np.broadcast_to(sums[c], x.shape).copy()
+            own = labels[idx] == c
+            mean[own] -= x[own]  # leave-one-out for the image's own class
+            cnt = np.where(own, counts[c] - 1, counts[c])[:, None]
+            mean /= np.maximum(cnt, 1)
+            norm = np.linalg.norm(mean, axis=1)
+            sims[:, c] = np.where(
+                norm > 0, np.einsum("nd,nd->n", x, mean) / np.maximum(norm, 1e-9), -1.0
+            )
+        z = (sims - sims.max(axis=1, keepdims=True)) / temperature
+        e = np.exp(z)
+        out[idx] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def find_label_errors(labels: np.ndarray, probs: list[np.ndarray]) -> LabelResult:
+    """Confident learning on the averaged probabilities of the given views."""
+    from cleanlab.filter import find_label_issues
+
+    labels = np.asarray(labels, dtype=np.int64)
+    p = np.mean(probs, axis=0)
+    p = p / p.sum(axis=1, keepdims=True)
+    flagged = find_label_issues(labels, p, filter_by="prune_by_noise_rate")
+    given = p[np.arange(len(labels)), labels]
+    others = p.copy()
+    others[np.arange(len(labels)), labels] = -1
+    suggested = np.where(flagged, others.argmax(axis=1), -1)
+    confidence = np.where(flagged, 1.0 - given, 0.0).astype(np.float32)
+    return LabelResult(flagged, confidence, suggested, p.astype(np.float32))
+
+
+def label_errors(
+    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int = 10, seed: int = 0
+) -> LabelResult:
+    """The three views above, combined: what `thresher clean` runs."""
+    views = [
+        probe_probs(embeddings, labels, n_classes, seed=seed),
+        knn_probs(embeddings, labels, n_classes, k=k),
+        centroid_probs(embeddings, labels, n_classes),
+    ]
+    return find_label_errors(labels, views)
