@@ -79,6 +79,17 @@ CREATE TABLE IF NOT EXISTS images (
     scanned_at REAL
 );
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
+CREATE TABLE IF NOT EXISTS issues (
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    issue TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    grp INTEGER,
+    keep INTEGER NOT NULL DEFAULT 0,
+    suggested_label TEXT,
+    review INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    PRIMARY KEY (image_id, issue)
+);
 CREATE INDEX IF NOT EXISTS images_checksum ON images(checksum);
 """
 
@@ -301,6 +312,37 @@ class Catalog:
             self.set_meta("embedder", embedder)
             self.set_meta("embedding_dim", dim)
         self.embeddings_path.unlink(missing_ok=True)
+
+    # -- issues (written by clean) ----------------------------------------------------------------
+    ISSUE_COLUMNS = (
+        "image_id",
+        "issue",
+        "confidence",
+        "grp",
+        "keep",
+        "suggested_label",
+        "review",
+        "reason",
+    )
+
+    def replace_issues(self, rows: Sequence[tuple], summary: dict) -> None:
+        """Replace the whole issue table and the clean summary, in one transaction."""
+        with self._tx():
+            self._db.execute("DELETE FROM issues")
+            self._db.executemany(
+                f"INSERT INTO issues({', '.join(self.ISSUE_COLUMNS)}) "
+                f"VALUES({', '.join('?' * len(self.ISSUE_COLUMNS))})",
+                rows,
+            )
+            self.set_meta("clean_summary", summary)
+
+    def issues(self) -> list[tuple]:
+        """The issue table joined with paths and labels: one row per (file, issue)."""
+        return self._db.execute(
+            "SELECT i.path, i.label, s.issue, s.confidence, s.grp, s.keep, s.suggested_label, "
+            "s.review, s.reason, i.id FROM issues s JOIN images i ON i.id = s.image_id "
+            "ORDER BY s.issue, s.grp, s.confidence DESC, i.path"
+        ).fetchall()
 
     # -- embeddings ------------------------------------------------------------------------------
     def embeddings(self) -> np.ndarray | None:

@@ -68,6 +68,31 @@ class CleanThresholds(_Strict):
     near_duplicate_max_hamming: int = Field(
         10, ge=0, le=64, description="Largest pHash Hamming distance between near-duplicates."
     )
+    near_duplicate_max_dhash: int = Field(
+        20, ge=0, le=64, description="Largest dHash distance confirming a pHash match."
+    )
+    near_duplicate_max_colour_shift: float = Field(
+        12.0,
+        ge=0,
+        description="Largest difference of a channel's mean (0-255) between two copies: pHash "
+        "alone pairs simple shapes on plain backgrounds.",
+    )
+    near_duplicate_min_cosine: float = Field(
+        0.92,
+        ge=0,
+        le=1,
+        description="Embedding cosine confirming a pHash match; halfway from "
+        "it to 1 pairs copies whose hash moved (watermarks, crops).",
+    )
+    label_error_neighbours: int = Field(
+        10, ge=1, description="Neighbours in the k-NN vote of the label-error check."
+    )
+    review_fraction: float = Field(
+        0.08, ge=0, le=1, description="Share of the files put in the human review queue."
+    )
+    oversample_factor: float = Field(
+        3.0, ge=1, description="Most a minority class is oversampled in the balancing plan."
+    )
 
 
 M = TypeVar("M", bound=BaseModel)
