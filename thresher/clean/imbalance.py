@@ -1,0 +1,35 @@
+"""Class imbalance: per-class counts, the imbalance ratio, and the balancing plan training applies.
+
+The plan (the field report's recipe): oversample every class smaller than the largest by
+up to `oversample_factor` (x3 by default), never beyond the largest class's count; the
+training issue's sampler and minority CutMix apply it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def class_counts(labels: np.ndarray) -> dict[str, int]:
+    """Files per class, largest first (None labels are left out)."""
+    labels = np.asarray([x for x in labels if x is not None], dtype=object)
+    if len(labels) == 0:
+        return {}
+    names, counts = np.unique(labels.astype(str), return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return {str(names[i]): int(counts[i]) for i in order}
+
+
+def imbalance_ratio(counts: dict[str, int]) -> float:
+    """Largest class over smallest class (1.0 = balanced)."""
+    if not counts:
+        return 1.0
+    return max(counts.values()) / max(min(counts.values()), 1)
+
+
+def balancing_plan(counts: dict[str, int], oversample_factor: float = 3.0) -> dict[str, float]:
+    """Per class, the oversampling factor: min(largest / count, oversample_factor), at least 1."""
+    if not counts:
+        return {}
+    top = max(counts.values())
+    return {c: float(min(max(top / max(n, 1), 1.0), oversample_factor)) for c, n in counts.items()}
