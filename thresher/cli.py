@@ -101,7 +101,7 @@ def demo(
     """Make a synthetic messy crawl, run every stage that exists, compare with the truth."""
     from thresher.demo import demo as run_demo
 
-    s, findings = run_demo(
+    s, cleaned, findings = run_demo(
         out_dir,
         workers=workers,
         embedder=embedder,
@@ -110,13 +110,14 @@ def demo(
         log=lambda m: err.print(m, markup=False, highlight=False),
     )
     _print_scan(s)
+    _print_clean(cleaned)
     t = Table(title="demo: found vs planted")
     for col in ("check", "planted", "found", "agree", "note"):
         t.add_column(col, justify="right" if col in ("planted", "found", "agree") else "left")
     for f in findings:
         t.add_row(f.check, str(f.planted), str(f.found), str(f.agree), f.note)
     out.print(t)
-    out.print("next stages: clean (#3), review (#4), export and train (#5) are not built yet.")
+    out.print("next stages: review (#4), export and train (#5) are not built yet.")
 
 
 def _not_built(command: str, issue: int, what: str):
@@ -131,8 +132,40 @@ def _not_built(command: str, issue: int, what: str):
     )(stub)
 
 
-_not_built("clean", 3, "find duplicates, low-res, blank, unreadable and mislabelled images")
-_not_built("issues", 3, "write the issue table as CSV/Parquet")
+@app.command()
+def clean(
+    workspace: Path = Workspace,
+    config: Path = typer.Option(
+        None,
+        help="YAML file overriding clean thresholds (keys: see thresher/config.py "
+        "CleanThresholds, e.g. min_short_side_px: 384).",
+    ),
+    report: bool = typer.Option(True, help="Write the HTML report (workspace/report.html)."),
+) -> None:
+    """Find duplicates, low-res, upscaled, blank, unreadable and mislabelled images; report."""
+    from thresher.clean.findings import clean as run_clean
+    from thresher.clean.report import html_report
+    from thresher.config import CleanThresholds, load_yaml
+
+    th = load_yaml(config, CleanThresholds) if config else None
+    s = run_clean(workspace, th, log=lambda m: err.print(m, markup=False, highlight=False))
+    _print_clean(s)
+    if report:
+        out.print(f"report: {html_report(workspace)}")
+
+
+@app.command()
+def issues(
+    out_file: Path = typer.Option(..., "--out", help="Where to write: FILE.csv or FILE.parquet."),
+    workspace: Path = Workspace,
+) -> None:
+    """Write the issue table (one row per file and issue) as CSV or Parquet."""
+    from thresher.clean.report import write_issues
+
+    n = write_issues(out_file, workspace)
+    out.print(f"{n} rows -> {out_file}")
+
+
 _not_built("review", 4, "review the most doubtful 5-10% in a browser")
 _not_built("export", 5, "write a clean, balanced manifest")
 _not_built("train", 5, "train with the reported recipe, resumable")
@@ -167,6 +200,26 @@ def _print_scan(s) -> None:
         f"{s.unchanged} unchanged{f' ({s.relabelled} relabelled)' if s.relabelled else ''}, "
         f"{s.aliases} aliases, {s.newly_missing} newly missing; {emb}; {s.seconds:.1f} s"
     )
+
+
+def _print_clean(s) -> None:
+    from thresher.clean.findings import ACTIONS
+
+    t = Table(title="clean")
+    for col in ("issue", "files", "share", "action"):
+        t.add_column(col, justify="right" if col in ("files", "share") else "left")
+    for kind, n in sorted(s.by_issue.items(), key=lambda kv: -kv[1]):
+        t.add_row(kind, str(n), f"{100 * n / max(s.files, 1):.1f}%", ACTIONS[kind])
+    out.print(t)
+    out.print(
+        f"{100 * s.flagged_share:.1f}% of files flagged ({s.flagged} of {s.files}); "
+        f"{s.duplicate_groups} duplicate groups; {s.review} files in the review queue; "
+        f"class imbalance {s.imbalance_before:.1f}:1 before, {s.imbalance_after:.1f}:1 after "
+        "cleaning"
+    )
+    plan = ", ".join(f"{c} x{f:.1f}" for c, f in s.plan.items() if f > 1)
+    if plan:
+        out.print(f"balancing plan (applied by train): oversample {plan}")
 
 
 def main() -> None:

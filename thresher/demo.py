@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from thresher.config import CleanThresholds
-
 CLASSES = {"circle": 90, "square": 60, "triangle": 40, "star": 22, "cross": 12}  # imbalanced
 TRUTH_FILE = "truth.csv"
 CRAWL_DIR = "crawl"
@@ -348,12 +346,14 @@ def demo(
     weights: Path | str | None = None,
     progress: bool = True,
     log=print,
-) -> tuple[object, list[Finding]]:
-    """Generate the synthetic crawl in OUT, scan it into OUT/workspace, compare with the truth.
+) -> tuple[object, object, list[Finding]]:
+    """Generate the synthetic crawl in OUT, scan and clean it in OUT/workspace, compare.
 
-    Returns the scan summary and the findings table. Reuses OUT's crawl if it already exists.
+    Returns the scan summary, the clean summary and the findings table. Reuses OUT's crawl if
+    it already exists (the scan is then incremental).
     """
     from thresher.catalog import Catalog
+    from thresher.clean.findings import clean
     from thresher.config import DEFAULT_EMBEDDER
     from thresher.scan.runner import scan
 
@@ -371,114 +371,59 @@ def demo(
         progress=progress,
         log=log,
     )
+    cleaned = clean(out / "workspace", log=log)
     with Catalog(out / "workspace", create=False) as cat:
         findings = compare_with_truth(cat, read_truth(out))
-    return summary, findings
+    return summary, cleaned, findings
 
 
-def compare_with_truth(
-    cat, truths: list[Truth], th: CleanThresholds | None = None
-) -> list[Finding]:
-    """What the catalog's measurements reveal, against what the generator planted.
-
-    Uses only scan-level measurements with the clean thresholds; the detectors proper
-    (grouping, label errors, the review queue) are the clean stage's.
-    """
-    th = th or CleanThresholds()
-    c = cat.columns(
-        [
-            "id",
-            "path",
-            "status",
-            "checksum",
-            "width",
-            "height",
-            "phash",
-            "std_r",
-            "std_g",
-            "std_b",
-            "dominant_share",
-            "effective_short_side",
-            "has_embedding",
-        ]
-    )
-    idx = {p: i for i, p in enumerate(c["path"])}
-    found_status = {p: s for p, s in zip(c["path"], c["status"], strict=True)}
+def compare_with_truth(cat, truths: list[Truth]) -> list[Finding]:
+    """What scan and clean found (the catalog's issue table), against what was planted."""
+    flagged: dict[str, set] = {}
+    copies_found, kept_found = set(), set()
+    for path, _label, issue, _conf, _grp, keep, _sugg, _review, _reason, _id in cat.issues():
+        flagged.setdefault(issue, set()).add(path)
+        if issue in ("exact_duplicate", "near_duplicate"):
+            (kept_found if keep else copies_found).add(path)
+    c = cat.columns(["path", "status", "has_embedding"])
     rows: list[Finding] = []
 
     def add(check, planted: set, found: set, note=""):
         rows.append(Finding(check, len(planted), len(found), len(planted & found), note))
 
-    for status in ("corrupt", "empty", "not_image", "oversized", "broken_symlink", "alias"):
-        add(
-            f"status: {status}",
-            {t.path for t in truths if t.status == status},
-            {p for p, s in found_status.items() if s == status},
-        )
-
-    ok = c["status"] == "ok"
-    short = np.fmin(c["width"], c["height"])
+    for status in ("corrupt", "empty", "not_image", "oversized", "broken_symlink"):
+        add(status, {t.path for t in truths if t.status == status}, flagged.get(status, set()))
     add(
-        f"low resolution (short side < {th.min_short_side_px})",
-        {t.path for t in truths if t.low_res},
-        set(c["path"][ok & (short < th.min_short_side_px)]),
+        "alias (symlink, not scanned twice)",
+        {t.path for t in truths if t.status == "alias"},
+        set(c["path"][c["status"] == "alias"]),
     )
-    eff = c["effective_short_side"]
     add(
-        "upscaled fake (large, effective res low)",
+        "low_resolution",
+        {t.path for t in truths if t.low_res},
+        flagged.get("low_resolution", set()),
+    )
+    add(
+        "upscaled",
         {t.path for t in truths if t.upscaled},
-        set(c["path"][ok & (short >= th.min_short_side_px) & (eff < th.min_short_side_px)]),
+        flagged.get("upscaled", set()),
         "effective resolution from the blur estimate",
     )
-    std = np.fmax(np.fmax(c["std_r"], c["std_g"]), c["std_b"])
+    add("blank", {t.path for t in truths if t.blank}, flagged.get("blank", set()))
+    planted_groups = {t.path for t in truths if t.group >= 0}
+    add("duplicates (group members)", planted_groups, copies_found | kept_found)
     add(
-        "blank",
-        {t.path for t in truths if t.blank},
-        set(
-            c["path"][
-                ok
-                & ((std < th.blank_max_std) | (c["dominant_share"] > th.blank_min_dominant_share))
-            ]
-        ),
+        "kept copy: the original or its lossless twin",
+        kept_found & planted_groups,
+        kept_found & {t.path for t in truths if t.variant in ("original", "png")},
     )
-
-    # Exact duplicates: files sharing a checksum (the planted byte copies and their originals).
-    groups: dict[str, list[str]] = {}
-    for p, s, ch in zip(c["path"], c["status"], c["checksum"], strict=True):
-        if ch and s == "ok":
-            groups.setdefault(ch, []).append(p)
-    found_exact = {p for ps in groups.values() if len(ps) > 1 for p in ps}
-    first_of_group: dict[int, str] = {}
-    for t in truths:  # originals are written before their copies
-        if t.group >= 0:
-            first_of_group.setdefault(t.group, t.path)
-    copies = [t for t in truths if t.exact_copy]
     add(
-        "exact duplicates (same bytes)",
-        {t.path for t in copies} | {first_of_group[t.group] for t in copies},
-        found_exact,
+        "label_error",
+        {t.path for t in truths if t.wrong_label},
+        flagged.get("label_error", set()),
+        "" if flagged.get("label_error") else "needs embeddings: pass --weights",
     )
-
-    # Near duplicates: pairs within the planted groups whose pHash differs by <= the threshold.
-    members: dict[int, list[int]] = {}
-    for t in truths:
-        if t.group >= 0 and t.path in idx:
-            members.setdefault(t.group, []).append(idx[t.path])
-    planted_pairs = {(a, b) for m in members.values() for a in m for b in m if a < b}
-    ok_idx = np.nonzero(ok)[0]
-    d = _pairwise_hamming(c["phash"][ok_idx])
-    ii, jj = np.nonzero(np.triu(d <= th.near_duplicate_max_hamming, k=1))
-    found_pairs = {(int(ok_idx[a]), int(ok_idx[b])) for a, b in zip(ii, jj, strict=True)}
-    found_pairs = {(min(a, b), max(a, b)) for a, b in found_pairs}
-    blank_idx = {idx[t.path] for t in truths if t.blank and t.path in idx}
-    found_pairs = {p for p in found_pairs if not (set(p) & blank_idx)}
-    add(
-        f"near-duplicate pairs (pHash <= {th.near_duplicate_max_hamming}, blanks aside)",
-        planted_pairs,
-        found_pairs,
-        "watermark and crop variants need embeddings too (clean)",
-    )
-
+    ok = c["status"] == "ok"
     n_emb = int(np.nansum(c["has_embedding"]))
     rows.append(
         Finding(
@@ -489,34 +434,4 @@ def compare_with_truth(
             "" if n_emb else "no backbone weights: pass --weights",
         )
     )
-    if n_emb:
-        rows.append(_embedding_finding(cat, c, members))
-    wrong = sum(t.wrong_label for t in truths)
-    rows.append(Finding("wrong labels", wrong, 0, 0, "found by `thresher clean` (issue #3)"))
     return rows
-
-
-def _pairwise_hamming(h: np.ndarray) -> np.ndarray:
-    x = np.bitwise_xor(h[:, None], h[None, :])
-    return np.bitwise_count(x)
-
-
-def _embedding_finding(cat, c, members) -> Finding:
-    emb = np.asarray(cat.embeddings(), dtype=np.float32)
-    ids = c["id"]
-    within = []
-    for m in members.values():
-        vecs = emb[ids[m]]
-        sims = vecs @ vecs.T
-        within.extend(sims[np.triu_indices(len(m), k=1)].tolist())
-    ok = np.nonzero(c["has_embedding"] == 1)[0]
-    rng = np.random.default_rng(0)
-    a, b = rng.choice(ok, 500), rng.choice(ok, 500)
-    random_pairs = np.sum(emb[ids[a]] * emb[ids[b]], axis=1)
-    return Finding(
-        "embedding cosine: duplicate pairs vs random pairs",
-        len(within),
-        0,
-        0,
-        f"{np.mean(within):.2f} vs {np.mean(random_pairs):.2f}",
-    )

@@ -1,0 +1,178 @@
+"""`thresher clean` and `thresher issues`: the issue table, its public columns, the report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from thresher.clean.findings import clean
+from thresher.clean.report import ISSUE_TABLE_COLUMNS, html_report, write_issues
+from thresher.errors import ThresherError
+from thresher.scan.runner import scan
+
+
+@pytest.fixture(scope="module")
+def cleaned(demo_dir, tmp_path_factory, mobilenet_weights):
+    """The demo crawl scanned with real embeddings and cleaned once for this module."""
+    ws = tmp_path_factory.mktemp("clean") / "ws"
+    scan(
+        demo_dir / "crawl",
+        ws,
+        workers=1,
+        embedder="torchvision:mobilenet_v2",
+        weights=mobilenet_weights,
+        progress=False,
+        log=lambda m: None,
+    )
+    summary = clean(ws, log=lambda m: None)
+    return ws, summary
+
+
+def test_issue_table_has_exactly_the_public_columns(cleaned, tmp_path):
+    ws, summary = cleaned
+    n = write_issues(tmp_path / "issues.csv", ws)
+    csv = pacsv.read_csv(tmp_path / "issues.csv")
+    assert tuple(csv.column_names) == ISSUE_TABLE_COLUMNS
+    assert csv.num_rows == n > 0
+    write_issues(tmp_path / "issues.parquet", ws)
+    par = pq.read_table(tmp_path / "issues.parquet")
+    assert tuple(par.column_names) == ISSUE_TABLE_COLUMNS
+    t = par.to_pydict()
+    assert all(0.0 <= c <= 1.0 for c in t["confidence"])
+    assert all("\\\\" not in p and not p.startswith("/") for p in t["path"])
+
+
+def test_every_duplicate_group_member_has_a_row_and_one_is_kept(cleaned, truth):
+    ws, _ = cleaned
+    t = pq.read_table(write_issues_tmp(ws)).to_pydict()
+    groups = {}
+    for path, issue, group, keep in zip(t["path"], t["issue"], t["group"], t["keep"], strict=True):
+        if issue in ("exact_duplicate", "near_duplicate"):
+            groups.setdefault(group, []).append((path, keep))
+    assert groups
+    for members in groups.values():
+        assert len(members) >= 2 and sum(k for _, k in members) == 1
+    planted = {t_.path for t_ in truth if t_.group >= 0}
+    found = {p for members in groups.values() for p, _ in members}
+    assert found == planted
+
+
+def write_issues_tmp(ws):
+    out = ws / "issues-test.parquet"
+    write_issues(out, ws)
+    return out
+
+
+def test_label_errors_come_with_the_true_label_suggested(cleaned, truth):
+    ws, summary = cleaned
+    t = pq.read_table(write_issues_tmp(ws)).to_pydict()
+    by_path = {x.path: x for x in truth}
+    flagged = [
+        (p, s)
+        for p, i, s in zip(t["path"], t["issue"], t["suggested_label"], strict=True)
+        if i == "label_error"
+    ]
+    wrong = {x.path for x in truth if x.wrong_label}
+    hits = [(p, s) for p, s in flagged if p in wrong]
+    assert len(hits) >= 0.75 * len(wrong)
+    assert len(flagged) - len(hits) <= max(2, 0.25 * len(flagged))  # few false alarms
+    assert sum(by_path[p].true_label == s for p, s in hits) >= 0.9 * len(hits)
+
+
+def test_review_queue_is_the_configured_share_of_files(cleaned):
+    ws, summary = cleaned
+    t = pq.read_table(write_issues_tmp(ws)).to_pydict()
+    queued = {p for p, r in zip(t["path"], t["review"], strict=True) if r}
+    assert len(queued) == summary.review
+    assert abs(summary.review - round(0.08 * summary.files)) <= 1
+    # Rules settle the obvious: no unreadable file, no byte copy is sent to a person.
+    obvious = {
+        p
+        for p, i in zip(t["path"], t["issue"], strict=True)
+        if i in ("corrupt", "empty", "not_image", "oversized", "exact_duplicate")
+    }
+    assert not queued & obvious
+
+
+def test_summary_counts_and_balancing_plan(cleaned):
+    _, s = cleaned
+    assert 0 < s.flagged < s.files and s.flagged_share == pytest.approx(s.flagged / s.files)
+    assert s.imbalance_before > 2 and s.counts_before["circle"] > s.counts_before["cross"]
+    assert s.plan["cross"] > 1.0 and s.plan[max(s.counts_after, key=s.counts_after.get)] == 1.0
+    assert max(s.plan.values()) <= 3.0
+
+
+def test_html_report_is_self_contained(cleaned):
+    ws, _ = cleaned
+    html = html_report(ws).read_text()
+    assert html.count("data:image/jpeg;base64,") >= 20
+    assert "Duplicate groups" in html and "Classes before and after cleaning" in html
+    assert "http://" not in html and "https://" not in html  # opens from disk, offline
+
+
+def test_clean_without_embeddings_says_what_it_skipped(demo_dir, tmp_path):
+    ws = tmp_path / "ws"
+    scan(demo_dir / "crawl", ws, workers=0, embed=False, progress=False, log=lambda m: None)
+    notes = []
+    s = clean(ws, log=notes.append)
+    assert any("label-error" in n for n in notes)
+    assert "label_error" not in s.by_issue and s.by_issue["low_resolution"] > 0
+
+
+def test_issues_and_clean_errors_are_one_line(tmp_path, cleaned):
+    ws, _ = cleaned
+    with pytest.raises(ThresherError, match=r"\.csv or \.parquet"):
+        write_issues(tmp_path / "x.txt", ws)
+    empty = tmp_path / "empty"
+    scan(tmp_path, empty, workers=0, embed=False, progress=False, log=lambda m: None)
+    with pytest.raises(ThresherError, match="run `thresher clean` first"):
+        write_issues(tmp_path / "x.csv", empty)
+    (tmp_path / "bad.yaml").write_text("min_short_side: 300\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thresher.cli",
+            "clean",
+            "-w",
+            str(ws),
+            "--config",
+            str(tmp_path / "bad.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and 'unknown key "min_short_side"' in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_stricter_threshold_from_yaml_flags_more(cleaned, tmp_path):
+    ws, base = cleaned
+    (tmp_path / "strict.yaml").write_text("min_short_side_px: 900\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thresher.cli",
+            "clean",
+            "-w",
+            str(ws),
+            "--config",
+            str(tmp_path / "strict.yaml"),
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "low_resolution" in r.stdout
+    from thresher.catalog import Catalog
+
+    with Catalog(ws) as cat:
+        strict = cat.get_meta("clean_summary")
+    assert strict["by_issue"]["low_resolution"] > base.by_issue["low_resolution"]
+    clean(ws, log=lambda m: None)  # restore the default result for the other tests
