@@ -223,7 +223,7 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
             suggested=sugg,
             reason=np.array([f"looks like {x}" for x in sugg], dtype=object),
         )
-        doubt[rows] = review_queue.label_doubt(le.probs, y)
+        doubt[rows] = review_queue.label_doubt(le.probs, y, le.is_issue)
         top_other = le.probs.copy()
         top_other[np.arange(len(y)), y] = -1
         best = np.array([classes[i] for i in top_other.argmax(axis=1)], dtype=object)

@@ -125,7 +125,9 @@ def find_label_errors(labels: np.ndarray, probs: list[np.ndarray]) -> LabelResul
     labels = np.asarray(labels, dtype=np.int64)
     p = np.mean(probs, axis=0)
     p = p / p.sum(axis=1, keepdims=True)
-    flagged = find_label_issues(labels, p, filter_by="prune_by_noise_rate")
+    # "both": flagged by the noise-rate pruning and by the per-class confident thresholds;
+    # on Fashion-MNIST with 17% flips it beat either alone by ~0.02 F1 (bench/clean_quality.py).
+    flagged = find_label_issues(labels, p, filter_by="both")
     given = p[np.arange(len(labels)), labels]
     others = p.copy()
     others[np.arange(len(labels)), labels] = -1

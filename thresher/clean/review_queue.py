@@ -1,11 +1,10 @@
 """The review queue: the files where a human's decision changes the most outcomes.
 
 Not the obvious cases (a corrupt file, a byte copy, a 100 px thumbnail: rules settle those),
-but the doubtful ones: images whose label the out-of-sample views are split about, duplicates
-whose similarity sits near the threshold, quality scores near their cut. Each candidate gets a
-`doubt` in 0-1, highest where the automatic decision is a coin flip; the queue is the top
-`review_fraction` of all files by doubt, in that order, so the first minutes settle the
-closest calls.
+but the doubtful ones: label-error decisions near their boundary, duplicates whose similarity
+sits near the threshold, quality scores near their cut. Each candidate gets a `doubt` in 0-1,
+highest where the automatic decision is most likely wrong; the queue is the top
+`review_fraction` of all files by doubt, in that order, so the first minutes change the most.
 """
 
 from __future__ import annotations
@@ -13,14 +12,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def label_doubt(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """1 where p(given label) equals the best other class's probability, 0 where one dominates."""
-    n = len(labels)
-    given = probs[np.arange(n), labels]
-    other = probs.copy()
-    other[np.arange(n), labels] = -1
-    best_other = other.max(axis=1)
-    return np.clip(1.0 - np.abs(given - best_other) / np.maximum(given + best_other, 1e-9), 0, 1)
+def label_doubt(probs: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """How likely the automatic label decision is wrong, 0-1, for a reviewer to settle.
+
+    The weakest flags first (flagged, yet the given label still has high probability: 0.5-1),
+    then the nearest misses (not flagged, yet the given label has low probability: 0-0.5).
+    On Fashion-MNIST with 17% flips, a perfect reviewer of the top 10% in this order lifts
+    label-error F1 from 0.81 to 0.95, where the strongest flags first adds nothing
+    (bench/clean_quality.py).
+    """
+    given = probs[np.arange(len(labels)), labels]
+    return np.where(flagged, 0.5 + 0.5 * given, 0.5 * (1.0 - given))
 
 
 def threshold_doubt(confidence: np.ndarray, flagged: np.ndarray) -> np.ndarray:
