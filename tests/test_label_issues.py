@@ -51,3 +51,11 @@ def test_works_on_a_float16_memmap_in_small_batches(tmp_path, monkeypatch):
     r = li.label_errors(np.load(tmp_path / "e.npy", mmap_mode="r"), given, 3)
     wrong = given != truth
     assert (r.is_issue & wrong).sum() >= 0.8 * wrong.sum()
+
+
+def test_large_inputs_use_an_ivf_index_with_the_same_verdicts(monkeypatch):
+    x, given, truth = _clusters(n_per=300, classes=4, seed=3)
+    exact = li.knn_probs(x, given, 4)
+    monkeypatch.setattr(li, "EXACT_KNN_UP_TO", 100)  # take the approximate path
+    approx = li.knn_probs(x, given, 4)
+    assert (approx.argmax(axis=1) == exact.argmax(axis=1)).mean() > 0.97
