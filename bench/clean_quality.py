@@ -76,7 +76,7 @@ def pairs_to_groups(pairs) -> dict:
 # -- the demo crawl at scale 4 ---------------------------------------------------------------------
 def demo_section(out: Path, scale: float, rows: list) -> None:
     from thresher.catalog import Catalog
-    from thresher.clean.findings import find_issues
+    from thresher.clean.findings import detector_inputs, find_issues
     from thresher.config import CleanThresholds
     from thresher.demo import make_crawl, read_truth
     from thresher.scan.runner import scan
@@ -95,31 +95,7 @@ def demo_section(out: Path, scale: float, rows: list) -> None:
     )
     truth = read_truth(d)
     with Catalog(d / "ws") as cat:
-        c = cat.columns(
-            [
-                "id",
-                "path",
-                "label",
-                "status",
-                "checksum",
-                "width",
-                "height",
-                "size_bytes",
-                "phash",
-                "dhash",
-                "mean_r",
-                "mean_g",
-                "mean_b",
-                "std_r",
-                "std_g",
-                "std_b",
-                "dominant_share",
-                "effective_short_side",
-                "has_embedding",
-            ],
-            where="status NOT IN ('alias', 'missing')",
-        )
-        mm = cat.embeddings()
+        c, mm = detector_inputs(cat)
         issue_rows, _ = find_issues(c, mm, CleanThresholds(), log=lambda m: None)
     path_of = dict(zip(c["id"].tolist(), c["path"], strict=True))
     found: dict[str, set] = {}

@@ -134,26 +134,14 @@ def run_method(method: str, folder: Path, n: int) -> dict:
 
 def _stage_only(files) -> float:
     """Time hash+statistics on decoded views; decoding (and reading) is left out of the clock."""
-    import numpy as np
-
-    from thresher.scan import hashes, quality
     from thresher.scan.decode import decode
+    from thresher.scan.runner import measure_decoded
 
     total = 0.0
     for i in range(0, len(files), 64):
         views = [decode(p.read_bytes(), VIEW_PX, 89_478_485) for p in files[i : i + 64]]
         t = time.perf_counter()
-        t32, t98, thumbs, eff = [], [], [], []
-        for d in views:
-            small = hashes.hash_view(d.view)
-            a, b = hashes.hash_thumbnails(small.convert("L"))
-            t32.append(a)
-            t98.append(b)
-            thumbs.append(quality.stats_thumbnail(small))
-            eff.append(quality.effective_short_side(d.view, min(d.width, d.height)))
-        hashes.phash(np.stack(t32))
-        hashes.dhash(np.stack(t98))
-        quality.pixel_stats(np.stack(thumbs))
+        measure_decoded(views)
         total += time.perf_counter() - t
     return total
 

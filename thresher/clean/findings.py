@@ -79,34 +79,40 @@ def clean(
     """Find every issue in the workspace's catalog and store the issue table; return a summary."""
     th = thresholds or CleanThresholds()
     with Catalog(workspace, create=False) as cat:
-        c = cat.columns(
-            [
-                "id",
-                "path",
-                "label",
-                "status",
-                "checksum",
-                "width",
-                "height",
-                "size_bytes",
-                "phash",
-                "dhash",
-                "mean_r",
-                "mean_g",
-                "mean_b",
-                "std_r",
-                "std_g",
-                "std_b",
-                "dominant_share",
-                "effective_short_side",
-                "has_embedding",
-            ],
-            where="status NOT IN ('alias', 'missing')",
-        )
-        mm = cat.embeddings()
+        c, mm = detector_inputs(cat)
         rows, summary = find_issues(c, mm, th, log)
         cat.replace_issues(rows, asdict(summary))
     return summary
+
+
+DETECTOR_COLUMNS = (
+    "id",
+    "path",
+    "label",
+    "status",
+    "checksum",
+    "width",
+    "height",
+    "size_bytes",
+    "phash",
+    "dhash",
+    "mean_r",
+    "mean_g",
+    "mean_b",
+    "std_r",
+    "std_g",
+    "std_b",
+    "dominant_share",
+    "effective_short_side",
+    "has_embedding",
+)
+
+
+def detector_inputs(cat: Catalog) -> tuple[dict, np.ndarray | None]:
+    """The catalog columns every detector reads (aliases and vanished files left out), and
+    the embeddings memmap (None if the scan made none)."""
+    c = cat.columns(list(DETECTOR_COLUMNS), where="status NOT IN ('alias', 'missing')")
+    return c, cat.embeddings()
 
 
 def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple], CleanSummary]:

@@ -271,7 +271,7 @@ def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_s
     Returns (rows, embed_pixels, ok_index): one dict per file for the catalog, the
     (n_ok, side, side, 3) uint8 thumbnails to embed, and which rows they belong to.
     """
-    rows, t32, t98, thumbs, pix, ok_rows, slopes_eff = [], [], [], [], [], [], []
+    rows, decoded, ok_rows = [], [], []
     for path, label, size, mtime in items:
         row = {"path": path, "label": label, "size_bytes": size, "mtime_ns": mtime}
         rows.append(row)
@@ -291,6 +291,24 @@ def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_s
         row.update(
             status="ok", reason=None, format=d.format, mode=d.mode, width=d.width, height=d.height
         )
+        decoded.append(d)
+        ok_rows.append(len(rows) - 1)
+    measures, pixels = measure_decoded(decoded, embed_side)
+    for i, m in zip(ok_rows, measures, strict=True):
+        rows[i].update(m)
+    return rows, pixels, np.array(ok_rows if embed_side else [], dtype=np.int64)
+
+
+def measure_decoded(decoded: list, embed_side: int | None = None) -> tuple[list[dict], np.ndarray]:
+    """The hash+statistics stage: hashes, blank statistics, effective resolution per view.
+
+    Per image only the cheap thumbnails are made; hashes and statistics run once per batch.
+    Returns one dict of catalog columns per view, and the embedding thumbnails (or none).
+    """
+    if not decoded:
+        return [], np.zeros((0, 1, 1, 3), np.uint8)
+    t32, t98, thumbs, pix, slopes_eff = [], [], [], [], []
+    for d in decoded:
         small = hashes.hash_view(d.view)
         a, b = hashes.hash_thumbnails(small.convert("L"))
         t32.append(a)
@@ -300,21 +318,20 @@ def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_s
         if embed_side:
             src = small if min(small.size) >= embed_side else d.view
             pix.append(np.asarray(src.resize((embed_side, embed_side), Image.Resampling.BILINEAR)))
-        ok_rows.append(len(rows) - 1)
-    if ok_rows:
-        ph = hashes.phash(np.stack(t32)).view(np.int64)
-        dh = hashes.dhash(np.stack(t98)).view(np.int64)
-        stats = quality.pixel_stats(np.stack(thumbs))
-        for j, i in enumerate(ok_rows):
-            rows[i].update(
-                phash=int(ph[j]),
-                dhash=int(dh[j]),
-                **{k: float(v[j]) for k, v in stats.items()},
-                blur_slope=slopes_eff[j][0],
-                effective_short_side=slopes_eff[j][1],
-            )
-    pixels = np.stack(pix) if pix else np.zeros((0, 1, 1, 3), np.uint8)
-    return rows, pixels, np.array(ok_rows if embed_side else [], dtype=np.int64)
+    ph = hashes.phash(np.stack(t32)).view(np.int64)
+    dh = hashes.dhash(np.stack(t98)).view(np.int64)
+    stats = quality.pixel_stats(np.stack(thumbs))
+    measures = [
+        {
+            "phash": int(ph[j]),
+            "dhash": int(dh[j]),
+            **{k: float(v[j]) for k, v in stats.items()},
+            "blur_slope": slopes_eff[j][0],
+            "effective_short_side": slopes_eff[j][1],
+        }
+        for j in range(len(decoded))
+    ]
+    return measures, (np.stack(pix) if pix else np.zeros((0, 1, 1, 3), np.uint8))
 
 
 def _entry_row(e: Entry) -> dict:
