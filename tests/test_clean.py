@@ -123,6 +123,24 @@ def test_clean_without_embeddings_says_what_it_skipped(demo_dir, tmp_path):
     assert "label_error" not in s.by_issue and s.by_issue["low_resolution"] > 0
 
 
+def _clean_cli(ws, config, *extra):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thresher.cli",
+            "clean",
+            "-w",
+            str(ws),
+            "--config",
+            str(config),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_issues_and_clean_errors_are_one_line(tmp_path, cleaned):
     ws, _ = cleaned
     with pytest.raises(ThresherError, match=r"\.csv or \.parquet"):
@@ -132,20 +150,7 @@ def test_issues_and_clean_errors_are_one_line(tmp_path, cleaned):
     with pytest.raises(ThresherError, match="run `thresher clean` first"):
         write_issues(tmp_path / "x.csv", empty)
     (tmp_path / "bad.yaml").write_text("min_short_side: 300\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thresher.cli",
-            "clean",
-            "-w",
-            str(ws),
-            "--config",
-            str(tmp_path / "bad.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = _clean_cli(ws, tmp_path / "bad.yaml")
     assert r.returncode == 2 and 'unknown key "min_short_side"' in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -153,21 +158,7 @@ def test_issues_and_clean_errors_are_one_line(tmp_path, cleaned):
 def test_a_stricter_threshold_from_yaml_flags_more(cleaned, tmp_path):
     ws, base = cleaned
     (tmp_path / "strict.yaml").write_text("min_short_side_px: 900\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thresher.cli",
-            "clean",
-            "-w",
-            str(ws),
-            "--config",
-            str(tmp_path / "strict.yaml"),
-            "--no-report",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = _clean_cli(ws, tmp_path / "strict.yaml", "--no-report")
     assert r.returncode == 0, r.stderr
     assert "low_resolution" in r.stdout
     from thresher.catalog import Catalog
