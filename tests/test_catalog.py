@@ -96,3 +96,18 @@ def test_a_catalog_from_a_newer_thresher_is_refused(tmp_path):
 def test_opening_a_missing_catalog_for_reading_says_what_to_run(tmp_path):
     with pytest.raises(ThresherError, match="thresher scan"):
         Catalog(tmp_path / "nothing", create=False)
+
+
+def test_an_older_catalog_gains_the_new_columns_and_keeps_its_rows(tmp_path):
+    with Catalog(tmp_path) as cat:
+        cat.write_scanned([_row("a.jpg", checksum="abc")])
+    db = sqlite3.connect(tmp_path / "catalog.sqlite")
+    db.execute("ALTER TABLE images DROP COLUMN pixel_checksum")  # as schema version 1 had it
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    with Catalog(tmp_path) as cat:
+        assert cat.get_meta("schema_version") == SCHEMA_VERSION
+        c = cat.columns(["path", "checksum", "pixel_checksum"])
+    assert c["path"].tolist() == ["a.jpg"] and c["checksum"][0] == "abc"
+    assert c["pixel_checksum"][0] is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
+from thresher.catalog import Catalog
 from thresher.clean.findings import clean
 from thresher.clean.report import ISSUE_TABLE_COLUMNS, html_report, write_issues
 from thresher.errors import ThresherError
@@ -167,3 +169,30 @@ def test_a_stricter_threshold_from_yaml_flags_more(cleaned, tmp_path):
         strict = cat.get_meta("clean_summary")
     assert strict["by_issue"]["low_resolution"] > base.by_issue["low_resolution"]
     clean(ws, log=lambda m: None)  # restore the default result for the other tests
+
+
+def test_same_pixels_in_other_bytes_are_exact_duplicates(tmp_path):
+    from PIL import Image
+
+    from thresher.demo import draw_object
+
+    root = tmp_path / "crawl" / "circle"
+    root.mkdir(parents=True)
+    im = draw_object("circle", 700, 600, np.random.default_rng(0))
+    im.save(root / "a.png")
+    im.save(root / "b.bmp")  # same pixels, other bytes
+    im.save(root / "c.png", compress_level=1)  # same pixels, other PNG bytes
+    draw_object("circle", 700, 600, np.random.default_rng(1)).save(root / "other.png")
+    Image.new("RGB", (600, 600), (9, 9, 9)).save(root / "blank.png")
+    ws = tmp_path / "ws"
+    scan(tmp_path / "crawl", ws, workers=0, embed=False, progress=False, log=lambda m: None)
+    with Catalog(ws) as cat:
+        c = cat.columns(["path", "checksum", "pixel_checksum"])
+    sums = dict(zip(c["path"], c["pixel_checksum"], strict=True))
+    assert sums["circle/a.png"] == sums["circle/b.bmp"] == sums["circle/c.png"]
+    assert sums["circle/other.png"] != sums["circle/a.png"]
+    assert len(set(c["checksum"])) == 5  # the bytes all differ
+    clean(ws, log=lambda m: None)
+    t = pq.read_table(write_issues_tmp(ws)).to_pydict()
+    exact = {p for p, i in zip(t["path"], t["issue"], strict=True) if i == "exact_duplicate"}
+    assert exact == {"circle/a.png", "circle/b.bmp", "circle/c.png"}

@@ -25,7 +25,7 @@ import numpy as np
 
 from thresher.errors import ThresherError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "catalog.sqlite"
 EMBEDDINGS_NAME = "embeddings.npy"
 
@@ -45,6 +45,7 @@ STATUSES = (
 # The measured columns, in one place: name -> SQL type. The scan fills them; later stages read them.
 MEASURE_COLUMNS = {
     "checksum": "TEXT",  # SHA-256 of the file's bytes, hex (as sha256sum prints it)
+    "pixel_checksum": "TEXT",  # SHA-256 of the decoded pixels (hashes.pixel_checksum)
     "format": "TEXT",
     "mode": "TEXT",  # Pillow mode as stored in the file, before conversion to RGB
     "width": "INTEGER",  # as displayed, after EXIF orientation
@@ -151,13 +152,19 @@ class Catalog:
         # statement is IF NOT EXISTS, so a crash half-way is repaired by the next open.
         self._db.executescript(_SCHEMA)
         version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", SCHEMA_VERSION)
-        elif int(version) > SCHEMA_VERSION:
+        if version is not None and int(version) > SCHEMA_VERSION:
             raise ThresherError(
                 f"{self.db_path} has schema version {version}, newer than this thresher "
                 f"({SCHEMA_VERSION}): upgrade thresher"
             )
+        # Version 2 added measured columns; a catalog from an older scan gets them empty (NULL),
+        # and its files are measured again only if they change (rescan them to fill the columns).
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(images)")}
+        with self._tx():
+            for name, sql_type in MEASURE_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE images ADD COLUMN {name} {sql_type}")
+            self.set_meta("schema_version", SCHEMA_VERSION)
 
     def _tx(self):
         return _Transaction(self._db)
@@ -220,7 +227,16 @@ class Catalog:
         out = {}
         for i, name in enumerate(names):
             values = [r[i] for r in rows]
-            if name in ("path", "label", "status", "reason", "checksum", "format", "mode"):
+            if name in (
+                "path",
+                "label",
+                "status",
+                "reason",
+                "checksum",
+                "pixel_checksum",
+                "format",
+                "mode",
+            ):
                 out[name] = np.array(values, dtype=object)
             elif name in ("phash", "dhash"):
                 out[name] = np.array([0 if v is None else v for v in values], dtype=np.int64).view(

@@ -279,13 +279,16 @@ class Signals:
 
 
 def find_duplicates(
-    checksum: np.ndarray,
+    exact_key: np.ndarray,
     signals: Signals,
     real_px: np.ndarray,
     bytes_per_pixel: np.ndarray,
     eligible: np.ndarray,
 ) -> DuplicateResult:
     """Exact and near-duplicate groups over the eligible rows (decoded, not blank).
+
+    Rows sharing `exact_key` are exact duplicates: the pixel checksum (same decoded pixels,
+    byte copies included) or, where there is none, the byte checksum.
 
     Candidates come from the hash search (pHash within max_phash) and, with embeddings, from
     the k-NN search; `signals.same_picture` confirms each; union-find groups them; the best
@@ -294,7 +297,7 @@ def find_duplicates(
     """
     n = len(signals.phash)
     eligible = np.asarray(eligible, dtype=bool)
-    exact_group = equal_key_groups(np.where(eligible, checksum, None))
+    exact_group = equal_key_groups(np.where(eligible, exact_key, None))
     # Byte-identical copies are settled: search near-duplicates among one copy per checksum.
     first_copy = np.ones(n, dtype=bool)
     ex = np.nonzero(exact_group >= 0)[0]

@@ -91,6 +91,7 @@ DETECTOR_COLUMNS = (
     "label",
     "status",
     "checksum",
+    "pixel_checksum",
     "width",
     "height",
     "size_bytes",
@@ -175,8 +176,12 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
         out=np.zeros(n),
         where=np.nan_to_num(w * h) > 0,
     )
+    # Same decoded pixels (byte copies included); the byte checksum where the pixels were not
+    # checksummed (a catalog scanned before schema version 2).
+    has_pixels = np.array([x is not None for x in c["pixel_checksum"]], dtype=bool)
+    exact_key = np.where(has_pixels, c["pixel_checksum"], c["checksum"])
     d = dup.find_duplicates(
-        c["checksum"], signals, dup.real_pixels(w, h, c["effective_short_side"]), bpp, eligible
+        exact_key, signals, dup.real_pixels(w, h, c["effective_short_side"]), bpp, eligible
     )
     in_group = np.nonzero(d.group >= 0)[0]
     s.duplicate_groups = len(np.unique(d.group[in_group]))

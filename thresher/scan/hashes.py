@@ -36,6 +36,19 @@ def checksum(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def pixel_checksum(small: Image.Image, width: int, height: int) -> str:
+    """SHA-256 of the decoded pixels, as seen through the hash view, and the image's size.
+
+    Two files with the same pixels (a re-save as PNG, a copy with its EXIF stripped) share it
+    although their bytes differ. It reads the box-reduced hash view, not the full decode (a
+    hundredth of the bytes): images whose pixels differ only below that averaging, by a few
+    levels in a few pixels, share it too, and are, for a dataset, the same picture.
+    """
+    h = hashlib.sha256(f"{width}x{height}:{small.mode}:{small.size}".encode())
+    h.update(small.tobytes())
+    return h.hexdigest()
+
+
 def hash_thumbnails(grey: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """The two thumbnails of a grey ("L") view the hashes use: (32, 32) and (8, 9) uint8.
 

@@ -307,9 +307,10 @@ def measure_decoded(decoded: list, embed_side: int | None = None) -> tuple[list[
     """
     if not decoded:
         return [], np.zeros((0, 1, 1, 3), np.uint8)
-    t32, t98, thumbs, pix, slopes_eff = [], [], [], [], []
+    t32, t98, thumbs, pix, slopes_eff, pixel_sums = [], [], [], [], [], []
     for d in decoded:
         small = hashes.hash_view(d.view)
+        pixel_sums.append(hashes.pixel_checksum(small, d.width, d.height))
         a, b = hashes.hash_thumbnails(small.convert("L"))
         t32.append(a)
         t98.append(b)
@@ -323,6 +324,7 @@ def measure_decoded(decoded: list, embed_side: int | None = None) -> tuple[list[
     stats = quality.pixel_stats(np.stack(thumbs))
     measures = [
         {
+            "pixel_checksum": pixel_sums[j],
             "phash": int(ph[j]),
             "dhash": int(dh[j]),
             **{k: float(v[j]) for k, v in stats.items()},
