@@ -100,3 +100,18 @@ def test_workspace_can_come_from_the_environment(crawl, tmp_path):
     r = run("scan", crawl / "cross", "--no-embed", "-q", env=env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "from_env" / "catalog.sqlite").exists()
+
+
+def test_every_command_is_also_a_python_function(tmp_path):
+    import thresher
+    import thresher.clean.report as report  # ordinary imports of the subpackages still work
+    import thresher.scan.runner as runner
+
+    assert callable(thresher.scan) and callable(thresher.clean)
+    assert runner.scan.__doc__ and report.write_issues.__doc__
+    with pytest.raises(thresher.ThresherError, match="source not found"):
+        thresher.scan(tmp_path / "nope", tmp_path / "ws")  # the call reaches runner.scan
+    with pytest.raises(thresher.ThresherError, match="thresher scan"):
+        thresher.clean(tmp_path / "no-catalog")  # and findings.clean
+    for name in ("write_issues", "html_report", "demo"):
+        assert callable(getattr(thresher, name)) and getattr(thresher, name).__doc__

@@ -4,33 +4,46 @@ Every CLI command is a function here, for notebooks and scripts:
 
     import thresher
     summary = thresher.scan("./crawl", workspace="./ws")
+    found = thresher.clean(workspace="./ws")           # the issue table, in the catalog
+    thresher.write_issues("issues.parquet", workspace="./ws")
+    thresher.html_report(workspace="./ws")
     thresher.demo(out="./demo-crawl")
 
-Heavy modules (torch) are imported only when a function needs them.
+torch is imported only when a function needs it (embeddings).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["scan", "demo", "Catalog", "ThresherError", "__version__"]
+# Three commands share their names with the module that holds them, made callable (see
+# thresher/_callable.py): `thresher.scan(...)`, `thresher.clean(...)`, `thresher.demo(...)`.
+from thresher import clean, demo, scan  # noqa: E402
+
+__all__ = [
+    "scan",
+    "clean",
+    "write_issues",
+    "issue_table",
+    "html_report",
+    "demo",
+    "Catalog",
+    "ThresherError",
+    "__version__",
+]
+
+_LAZY = {
+    "write_issues": "thresher.clean.report",
+    "issue_table": "thresher.clean.report",
+    "html_report": "thresher.clean.report",
+    "Catalog": "thresher.catalog",
+    "ThresherError": "thresher.errors",
+}
 
 
 def __getattr__(name):
-    if name == "scan":
-        from thresher.scan.runner import scan
+    if name in _LAZY:
+        import importlib
 
-        return scan
-    if name == "demo":
-        from thresher.demo import demo
-
-        return demo
-    if name == "Catalog":
-        from thresher.catalog import Catalog
-
-        return Catalog
-    if name == "ThresherError":
-        from thresher.errors import ThresherError
-
-        return ThresherError
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'thresher' has no attribute {name!r}")
