@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from thresher.scan.hashes import hamming
+
 
 @dataclass(frozen=True)
 class Pairs:
@@ -82,7 +84,7 @@ def _brute_force_pairs(h: np.ndarray, r: int):
     i_all, j_all, d_all = [], [], []
     block = max(1, 4_000_000 // max(len(h), 1))
     for s in range(0, len(h), block):
-        d = np.bitwise_count(h[s : s + block, None] ^ h[None, :])
+        d = hamming(h[s : s + block, None], h[None, :])
         qi, qj = np.nonzero(d <= r)
         qi += s
         keep = qi < qj
@@ -112,11 +114,11 @@ def _permutation_pairs(h: np.ndarray, r: int, rounds: int, window: int, seed: in
         order = np.argsort(permuted, kind="stable")
         hs = h[order]
         for off in range(1, window + 1):
-            close = np.nonzero(np.bitwise_count(hs[off:] ^ hs[:-off]) <= r)[0]
+            close = np.nonzero(hamming(hs[off:], hs[:-off]) <= r)[0]
             a, b = order[close], order[close + off]
             found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
     pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), np.int64)
-    d = np.bitwise_count(h[pairs[:, 0]] ^ h[pairs[:, 1]]).astype(np.int64)
+    d = hamming(h[pairs[:, 0]], h[pairs[:, 1]])
     return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), d
 
 
@@ -194,7 +196,7 @@ def group_centrality(groups: np.ndarray, phash: np.ndarray) -> np.ndarray:
     for m in np.split(order, bounds):
         if len(m) < 2:
             continue
-        d = np.bitwise_count(phash[m][:, None] ^ phash[m][None, :]).sum(axis=1) / (len(m) - 1)
+        d = hamming(phash[m][:, None], phash[m][None, :]).sum(axis=1) / (len(m) - 1)
         out[m] = 64.0 - d
     return out
 
@@ -209,8 +211,7 @@ def representatives(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
     order = member[np.lexsort((-scores[member], groups[member]))]
     g = groups[order]
     first = np.r_[True, g[1:] != g[:-1]]
-    rep_of_group = dict(zip(g[first].tolist(), order[first].tolist(), strict=True))
-    out[member] = [rep_of_group[x] for x in groups[member].tolist()]
+    out[member] = order[first][np.searchsorted(g[first], groups[member])]
     return out
 
 
@@ -259,8 +260,8 @@ class Signals:
         dHash or embeddings agreeing; or embeddings very close with pHash loosely close (a
         watermark or crop moves pHash by 10-20 bits, an unrelated image by about 32).
         """
-        d_ph = np.bitwise_count(self.phash[i] ^ self.phash[j])
-        d_dh = np.bitwise_count(self.dhash[i] ^ self.dhash[j])
+        d_ph = hamming(self.phash[i], self.phash[j])
+        d_dh = hamming(self.dhash[i], self.dhash[j])
         colour = np.abs(self.mean_rgb[i] - self.mean_rgb[j]).max(axis=1) <= self.max_colour_shift
         second = d_dh <= self.max_dhash
         loose = np.zeros(len(i), dtype=bool)
@@ -272,7 +273,7 @@ class Signals:
 
     def confidence(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """0-1: 1 for identical hashes (or embeddings), falling with the distance."""
-        conf = 1.0 - np.bitwise_count(self.phash[i] ^ self.phash[j]) / 32.0
+        conf = 1.0 - hamming(self.phash[i], self.phash[j]) / 32.0
         if self.embeddings is not None:
             conf = np.maximum(conf, row_cosine(self.embeddings, i, j))
         return np.clip(conf, 0.0, 1.0).astype(np.float32)
@@ -314,12 +315,12 @@ def find_duplicates(
     ok = signals.same_picture(ci, cj)
     near = connected_groups(n, Pairs(ci[ok], cj[ok], np.zeros(0)))
 
-    # Exact copies join their first copy's group (or form one of their own).
+    # Exact copies join their first copy's group (or form one of their own). Exact group ids
+    # are 0..G-1 and np.unique sorts them, so heads[g] is the first copy of exact group g.
     group = near.copy()
-    for g in np.unique(exact_group[ex]):
-        members = ex[exact_group[ex] == g]
-        head = members[first_copy[members]][0]
-        group[members] = group[head] if group[head] >= 0 else n + g
+    heads = ex[first]
+    target = np.where(group[heads] >= 0, group[heads], n + np.arange(len(heads)))
+    group[ex] = target[exact_group[ex]]
 
     def best_copies(g):
         scores = keep_scores(real_px, group_centrality(g, signals.phash), bytes_per_pixel)
