@@ -199,20 +199,19 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
         )
     # Copies filed under different labels: the labels conflict, a person should decide.
     labels = c["label"]
-    for g in np.unique(d.group[in_group]):
-        m = np.nonzero(d.group == g)[0]
-        names = {str(x) for x in labels[m] if x is not None}
+    label_str = np.array(["" if x is None else str(x) for x in labels], dtype=object)
+    order = in_group[np.argsort(d.group[in_group], kind="stable")]
+    for m in np.split(order, np.flatnonzero(np.diff(d.group[order])) + 1):
+        names = sorted(set(label_str[m]) - {""})
         if len(names) > 1:
             kept = m[d.keep[m]][0]
             add(
                 "label_conflict",
                 m,
                 np.full(len(m), 0.5),
-                group=np.full(len(m), g),
-                suggested=np.array([labels[kept]] * len(m), dtype=object),
-                reason=np.array(
-                    [f"copies labelled {', '.join(sorted(names))}"] * len(m), dtype=object
-                ),
+                group=d.group[m],
+                suggested=np.full(len(m), labels[kept], dtype=object),
+                reason=np.full(len(m), f"copies labelled {', '.join(names)}", dtype=object),
             )
 
     doubt = np.zeros(n)
@@ -241,13 +240,13 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
     elif len(classes) >= 2:
         s.notes.append("label errors need embeddings: not checked")
     # Borderline rule decisions compete for the queue too, on the same 0-1 doubt scale.
-    for kind in ("near_duplicate", "upscaled", "blank"):
-        for r, (conf, *_rest) in issues.get(kind, {}).items():
-            if kind == "near_duplicate" and issues[kind][r][2]:
-                continue  # the kept copy needs no decision
-            doubt[r] = max(
-                doubt[r], review_queue.threshold_doubt(np.array([conf]), np.array([True]))[0]
-            )
+    copies = (d.group >= 0) & ~d.keep & ~d.exact  # the kept copy and byte twins need no decision
+    for flagged_rows_, conf in (
+        (copies, d.confidence),
+        (rules["upscaled"].is_issue, rules["upscaled"].confidence),
+        (rules["blank"].is_issue, rules["blank"].confidence),
+    ):
+        doubt = np.maximum(doubt, review_queue.threshold_doubt(conf, flagged_rows_))
     queue = review_queue.review_queue(doubt, n, th.review_fraction)
     in_queue = np.zeros(n, dtype=bool)
     in_queue[queue] = True
