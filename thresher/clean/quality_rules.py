@@ -24,6 +24,14 @@ from thresher.config import CleanThresholds
 UNUSABLE_STATUSES = ("corrupt", "empty", "not_image", "oversized", "unreadable", "broken_symlink")
 
 
+def _reasons(hit: np.ndarray, fmt, *columns: np.ndarray) -> np.ndarray:
+    """One-line reasons for the flagged rows only ("" elsewhere): no string per clean file."""
+    out = np.full(len(hit), "", dtype=object)
+    rows = np.nonzero(hit)[0]
+    out[rows] = [fmt(*values) for values in zip(*(col[rows] for col in columns), strict=True)]
+    return out
+
+
 @dataclass(frozen=True)
 class RuleResult:
     """`is_issue` and `confidence` per row, and a one-line `reason` per flagged row."""
@@ -50,13 +58,7 @@ def low_resolution(
     short = np.fmin(np.asarray(width, float), np.asarray(height, float))
     hit = np.asarray(ok, bool) & (short < th.min_short_side_px)
     conf = np.where(hit, 0.5 + 0.5 * (1 - np.nan_to_num(short) / th.min_short_side_px), 0.0)
-    reason = np.array(
-        [
-            f"short side {int(s)} px < {th.min_short_side_px}" if h else ""
-            for s, h in zip(np.nan_to_num(short), hit, strict=True)
-        ],
-        dtype=object,
-    )
+    reason = _reasons(hit, lambda s: f"short side {int(s)} px < {th.min_short_side_px}", short)
     return RuleResult(hit, conf.astype(np.float32), reason)
 
 
@@ -76,12 +78,11 @@ def upscaled(
         & (np.nan_to_num(eff, nan=np.inf) < th.min_short_side_px)
     )
     conf = np.where(hit, 0.5 + 0.5 * (1 - np.nan_to_num(eff) / th.min_short_side_px), 0.0)
-    reason = np.array(
-        [
-            f"{int(s)} px short side, but only ~{int(e)} px of real detail" if h else ""
-            for s, e, h in zip(np.nan_to_num(short), np.nan_to_num(eff), hit, strict=True)
-        ],
-        dtype=object,
+    reason = _reasons(
+        hit,
+        lambda s, e: f"{int(s)} px short side, but only ~{int(e)} px of real detail",
+        short,
+        eff,
     )
     return RuleResult(hit, conf.astype(np.float32), reason)
 
@@ -103,11 +104,7 @@ def blank(
         ),
         0.0,
     )
-    reason = np.array(
-        [
-            f"pixel spread {sp:.1f}, {100 * d:.0f}% one colour" if h else ""
-            for sp, d, h in zip(np.nan_to_num(spread), dom, hit, strict=True)
-        ],
-        dtype=object,
+    reason = _reasons(
+        hit, lambda sp, d: f"pixel spread {sp:.1f}, {100 * d:.0f}% one colour", spread, dom
     )
     return RuleResult(hit, conf.astype(np.float32), reason)
