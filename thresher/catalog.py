@@ -64,20 +64,27 @@ MEASURE_COLUMNS = {
     "effective_short_side": "INTEGER",  # estimated short side before any upscaling (quality.py)
 }
 
+# Every column of `images`, with its SQL definition: the schema and the numpy types that
+# Catalog.columns returns both come from here.
+IMAGE_COLUMNS = {
+    "id": "INTEGER PRIMARY KEY",
+    "path": "TEXT NOT NULL UNIQUE",
+    "label": "TEXT",
+    "size_bytes": "INTEGER",
+    "mtime_ns": "INTEGER",
+    "status": "TEXT NOT NULL",
+    "reason": "TEXT",
+    "alias_of": "INTEGER REFERENCES images(id)",
+    **MEASURE_COLUMNS,
+    "has_embedding": "INTEGER NOT NULL DEFAULT 0",
+    "scanned_at": "REAL",
+}
+_HASH_COLUMNS = ("phash", "dhash")  # unsigned 64-bit, stored as signed int64
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    label TEXT,
-    size_bytes INTEGER,
-    mtime_ns INTEGER,
-    status TEXT NOT NULL,
-    reason TEXT,
-    alias_of INTEGER REFERENCES images(id),
-    {", ".join(f"{k} {v}" for k, v in MEASURE_COLUMNS.items())},
-    has_embedding INTEGER NOT NULL DEFAULT 0,
-    scanned_at REAL
+    {", ".join(f"{k} {v}" for k, v in IMAGE_COLUMNS.items())}
 );
 CREATE INDEX IF NOT EXISTS images_status ON images(status);
 CREATE TABLE IF NOT EXISTS issues (
@@ -189,12 +196,6 @@ class Catalog:
         )
         return {r[0]: Known(r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows}
 
-    def count(self, status: str | None = None) -> int:
-        if status is None:
-            return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        q = "SELECT COUNT(*) FROM images WHERE status=?"
-        return self._db.execute(q, (status,)).fetchone()[0]
-
     def status_counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) FROM images GROUP BY status")
         return dict(rows.fetchall())
@@ -204,20 +205,7 @@ class Catalog:
 
         `where` is a fixed SQL condition written by thresher itself (never user input).
         """
-        valid = {
-            "id",
-            "path",
-            "label",
-            "size_bytes",
-            "mtime_ns",
-            "status",
-            "reason",
-            "alias_of",
-            "has_embedding",
-            "scanned_at",
-            *MEASURE_COLUMNS,
-        }
-        bad = [n for n in names if n not in valid]
+        bad = [n for n in names if n not in IMAGE_COLUMNS]
         if bad:
             raise ThresherError(f"unknown catalog column(s): {', '.join(bad)}")
         sql = f"SELECT {', '.join(names)} FROM images"
@@ -227,25 +215,18 @@ class Catalog:
         out = {}
         for i, name in enumerate(names):
             values = [r[i] for r in rows]
-            if name in (
-                "path",
-                "label",
-                "status",
-                "reason",
-                "checksum",
-                "pixel_checksum",
-                "format",
-                "mode",
-            ):
+            sql_type = IMAGE_COLUMNS[name]
+            if sql_type.startswith("TEXT"):
                 out[name] = np.array(values, dtype=object)
-            elif name in ("phash", "dhash"):
-                out[name] = np.array([0 if v is None else v for v in values], dtype=np.int64).view(
-                    np.uint64
-                )
-            else:
+            elif name in _HASH_COLUMNS:
+                hashes = [0 if v is None else v for v in values]
+                out[name] = np.array(hashes, dtype=np.int64).view(np.uint64)
+            elif sql_type.startswith("INTEGER") and (
+                "NOT NULL" in sql_type or "PRIMARY" in sql_type
+            ):
+                out[name] = np.array(values, dtype=np.int64)
+            else:  # nullable numbers: NaN for NULL
                 out[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-                if name in ("id", "has_embedding") and len(values):
-                    out[name] = out[name].astype(np.int64)
         return out
 
     # -- writes ----------------------------------------------------------------------------------
