@@ -118,38 +118,41 @@ def centroid_probs(
     for s in range(0, n, _BATCH):
         idx = np.arange(s, min(n, s + _BATCH))
         np.add.at(sums, labels[idx], _rows(embeddings, idx))
+    # Cosine to a mean is cosine to a sum, so one matrix product per batch does every class;
+    # the own class is then corrected to the sum without the row itself.
+    sum_sq = np.einsum("cd,cd->c", sums, sums)
+    sum_norm = np.sqrt(sum_sq)
     out = np.zeros((n, n_classes), dtype=np.float32)
     for s in range(0, n, _BATCH):
         idx = np.arange(s, min(n, s + _BATCH))
         x = _rows(embeddings, idx).astype(np.float64)
-        sims = np.empty((len(idx), n_classes))
-        for c in range(n_classes):
-            mean = np.broadcast_to(sums[c], x.shape).copy()
-            own = labels[idx] == c
-            mean[own] -= x[own]  # leave-one-out for the image's own class
-            cnt = np.where(own, counts[c] - 1, counts[c])[:, None]
-            mean /= np.maximum(cnt, 1)
-            norm = np.linalg.norm(mean, axis=1)
-            sims[:, c] = np.where(
-                norm > 0, np.einsum("nd,nd->n", x, mean) / np.maximum(norm, 1e-9), -1.0
-            )
+        dots = x @ sums.T
+        sims = np.where(sum_norm > 0, dots / np.maximum(sum_norm, 1e-12), -1.0)
+        y = labels[idx]
+        rows = np.arange(len(idx))
+        own_dot = dots[rows, y]
+        xx = np.einsum("nd,nd->n", x, x)
+        rest_norm = np.sqrt(np.maximum(sum_sq[y] - 2 * own_dot + xx, 0.0))
+        alone = (counts[y] <= 1) | (rest_norm < 1e-9)  # nothing else in its class
+        sims[rows, y] = np.where(alone, -1.0, (own_dot - xx) / np.maximum(rest_norm, 1e-12))
         z = (sims - sims.max(axis=1, keepdims=True)) / temperature
         e = np.exp(z)
         out[idx] = e / e.sum(axis=1, keepdims=True)
     return out
 
 
-def find_label_errors(labels: np.ndarray, probs: list[np.ndarray]) -> LabelResult:
+def find_label_errors(
+    labels: np.ndarray, probs: list[np.ndarray], filter_by: str = "prune_by_noise_rate"
+) -> LabelResult:
     """Confident learning on the averaged probabilities of the given views."""
     from cleanlab.filter import find_label_issues
 
     labels = np.asarray(labels, dtype=np.int64)
     p = np.mean(probs, axis=0)
     p = p / p.sum(axis=1, keepdims=True)
-    # Noise-rate pruning: over the demo crawl and Fashion-MNIST with symmetric and similar-class
-    # flips it gave the best F1 in total; "both" (also the confident thresholds) won on
-    # symmetric flips by 0.015 and lost 0.06 on the demo (bench/clean_quality.py).
-    flagged = find_label_issues(labels, p, filter_by="prune_by_noise_rate", n_jobs=1)
+    # Noise-rate pruning by default: bench/clean_quality.py compares it with "both" (also the
+    # per-class confident thresholds) on the demo crawl and Fashion-MNIST.
+    flagged = find_label_issues(labels, p, filter_by=filter_by, n_jobs=1)
     given = p[np.arange(len(labels)), labels]
     others = p.copy()
     others[np.arange(len(labels)), labels] = -1
@@ -159,7 +162,12 @@ def find_label_errors(labels: np.ndarray, probs: list[np.ndarray]) -> LabelResul
 
 
 def label_errors(
-    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int = 10, seed: int = 0
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    k: int = 10,
+    seed: int = 0,
+    filter_by: str = "prune_by_noise_rate",
 ) -> LabelResult:
     """The three views above, combined: what `thresher clean` runs."""
     views = [
@@ -167,4 +175,4 @@ def label_errors(
         knn_probs(embeddings, labels, n_classes, k=k),
         centroid_probs(embeddings, labels, n_classes),
     ]
-    return find_label_errors(labels, views)
+    return find_label_errors(labels, views, filter_by)
