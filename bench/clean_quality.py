@@ -208,6 +208,16 @@ def demo_section(out: Path, scale: float, rows: list) -> None:
     classes = sorted({str(x) for x in c["label"][lab_rows]})
     y = np.searchsorted(classes, c["label"][lab_rows].astype(str))
     emb = np.asarray(mm[c["id"][lab_rows]], dtype=np.float32)
+    from thresher.clean.label_issues import label_errors
+
+    both = label_errors(emb, y, len(classes), filter_by="both")
+    row(
+        "label errors",
+        "thresher, filter_by=both",
+        set(c["path"][lab_rows][both.is_issue]),
+        wrong,
+        "the alternative to the default",
+    )
     cl = cleanlab_issues(emb, y)
     row(
         "label errors",
@@ -309,6 +319,20 @@ def fmnist_section(out: Path, n: int, rows: list, review_rows: list) -> None:
         t = time.perf_counter()
         r = label_errors(emb, given, 10)
         s_thr = time.perf_counter() - t
+        both = label_errors(emb, given, 10, filter_by="both")
+        p, rc, f = prf(set(np.nonzero(both.is_issue)[0].tolist()), wrong)
+        rows.append(
+            (
+                f"Fashion-MNIST {n} ({mode})",
+                "label errors",
+                "thresher, filter_by=both",
+                len(wrong),
+                p,
+                rc,
+                f,
+                "the alternative to the default",
+            )
+        )
         flagged = set(np.nonzero(r.is_issue)[0].tolist())
         p, rc, f = prf(flagged, wrong)
         rows.append(

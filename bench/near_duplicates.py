@@ -8,7 +8,8 @@ Recall is measured on the planted pairs within Hamming distance 10; the search a
 few random pairs that happen to lie that close (about 1e-8 of all pairs), which are correct too.
 Peak memory is sampled (RSS) while the search runs. imagededup's own search (its
 `find_duplicates` over an encoding map, brute-force Cython, the fastest it offers) runs on the
-first 20,000 hashes of the same set (its search is quadratic), beside thresher on the same.
+first 20,000 hashes of the same set (its search is quadratic), beside thresher on the same;
+FAISS's exact binary multi-index hash (the index DESIGN.md suggests) on the first 200,000.
 """
 
 from __future__ import annotations
@@ -89,10 +90,26 @@ def run_imagededup(h):
     return found, seconds
 
 
+def run_faiss_mih(h):
+    """FAISS's exact multi-index binary hash (4 tables of 16 bits, 2 flips: exact to 11)."""
+    import faiss
+
+    codes = np.ascontiguousarray(h.astype(">u8").view(np.uint8).reshape(-1, 8))
+    t = time.perf_counter()
+    index = faiss.IndexBinaryMultiHash(64, 4, 16)
+    index.nflip = 2
+    index.add(codes)
+    lims, _, ids = index.range_search(codes, RADIUS + 1)
+    q = np.repeat(np.arange(len(h)), np.diff(lims).astype(np.int64))
+    keep = q < ids
+    return set(zip(q[keep].tolist(), ids[keep].tolist(), strict=True)), time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--peer-n", type=int, default=20_000)
+    ap.add_argument("--faiss-n", type=int, default=200_000)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -107,6 +124,10 @@ def main() -> None:
     ps, s_thr, _ = run_thresher(small)
     mine = set(zip(ps.i.tolist(), ps.j.tolist(), strict=True))
     theirs, s_dedup = run_imagededup(small)
+    mid = h[: args.faiss_n]
+    pm, s_mid, _ = run_thresher(mid)
+    mine_mid = set(zip(pm.i.tolist(), pm.j.tolist(), strict=True))
+    faiss_pairs, s_faiss = run_faiss_mih(mid)
     lines = [
         f"Command: `.venv/bin/python bench/near_duplicates.py --n {args.n} --peer-n {args.peer_n}`",
         "",
@@ -129,6 +150,10 @@ def main() -> None:
         f"{len(mine & theirs):,} | 1.0x |",
         f"| thresher (exact path up to 20,000 rows, permutations above) | {args.peer_n:,} | "
         f"{s_thr:.1f} | {len(mine):,} | {len(mine & theirs):,} | {s_dedup / s_thr:.0f}x faster |",
+        f"| FAISS `IndexBinaryMultiHash` (exact; 4 x 16 bits, 2 flips) | {args.faiss_n:,} | "
+        f"{s_faiss:.1f} | {len(faiss_pairs):,} | {len(mine_mid & faiss_pairs):,} | 1.0x |",
+        f"| thresher | {args.faiss_n:,} | {s_mid:.1f} | {len(mine_mid):,} | "
+        f"{len(mine_mid & faiss_pairs):,} | {s_faiss / s_mid:.0f}x faster |",
     ]
     md = "\n".join(lines)
     print(md)

@@ -43,8 +43,8 @@ class ScanConfig(_Strict):
     embed_batch_size: int = Field(
         16,
         ge=1,
-        description="Images per embedding forward pass (on a CPU, small batches stay in cache: "
-        "16 ran 3x faster than 64 for MobileNetV2 on 2 cores).",
+        description="Images per embedding forward pass. On a CPU small batches stay in cache: "
+        "16 was faster than 64 for MobileNetV2 in a by-hand timing (not in bench/).",
     )
 
 

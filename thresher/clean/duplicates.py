@@ -3,7 +3,7 @@
 Pure functions over catalog columns (checksums, 64-bit hashes, embeddings, sizes): no files, no
 database. Never an N x N matrix:
 - hash neighbours: exact blocked search on small sets; sorted random bit permutations on large
-  ones (FAISS's multi-index binary hash was exact but took 89 s for 200,000 hashes here);
+  ones (FAISS's exact multi-index binary hash is far slower here: bench/near_duplicates.py);
 - embedding neighbours: a FAISS inner-product k-NN search, in batches.
 A hash match is confirmed by a second signal (dHash or embedding), because line art on white
 and other simple pictures collide on pHash alone. Groups come from union-find over confirmed

@@ -56,7 +56,8 @@ def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
         raise EmbedderUnavailable(
             f"{spec}: {how} ({msg}); pass --weights FILE.pth for offline use"
         ) from None
-    # channels_last: oneDNN's fast path for convolutions on the CPU (about 1.5x for MobileNetV2).
+    # channels_last: oneDNN's fast path for convolutions on the CPU (faster for MobileNetV2 in a
+    # by-hand timing; bench/scan.py measures the resulting embedding rate, not the difference).
     model = model.eval().to(memory_format=torch.channels_last)
     with torch.inference_mode():
         dim = int(model(torch.zeros(1, 3, side, side)).shape[1])

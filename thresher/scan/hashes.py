@@ -20,8 +20,8 @@ from PIL import Image
 PHASH_SIDE = 32
 DHASH_SIZE = (9, 8)
 # Hashes (and the small statistics) are taken from the view box-reduced to a short side of at
-# least this: a Lanczos filter from 1000 px down to 32 px reads ~75 source pixels per output
-# pixel and cost 4 ms an image; from 128 px it costs a tenth of that, for the same 32 px picture.
+# least this: a Lanczos filter from a 1000 px view down to 32 px reads ~75 source pixels per
+# output pixel; from 128 px, ~12, for the same 32 px picture. (bench/scan.py measures the stage.)
 HASH_VIEW_PX = 128
 
 
