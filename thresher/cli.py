@@ -117,7 +117,10 @@ def demo(
     for f in findings:
         t.add_row(f.check, str(f.planted), str(f.found), str(f.agree), f.note)
     out.print(t)
-    out.print("next stages: review (#4), export and train (#5) are not built yet.")
+    out.print(
+        f"next: thresher review --workspace {out_dir / 'workspace'} (the review queue in a "
+        "browser); export and train (#5) are not built yet."
+    )
 
 
 def _not_built(command: str, issue: int, what: str):
@@ -155,6 +158,32 @@ def clean(
 
 
 @app.command()
+def review(
+    workspace: Path = Workspace,
+    port: int = typer.Option(8765, help="Port to listen on; 0 picks a free one."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on. Anything but loopback needs --token as well: the page "
+        "can change your dataset.",
+    ),
+    token: str = typer.Option(
+        None,
+        envvar="THRESHER_REVIEW_TOKEN",
+        help="Secret every request must carry (the printed URL holds it). Required with a "
+        "non-loopback --host.",
+    ),
+) -> None:
+    """Settle the review queue in a browser: k keep, d drop, 1-9 relabel, u undo.
+
+    Each decision is written to the catalog the moment it is made; stopping the server
+    (however) loses none, and it reopens at the first undecided file.
+    """
+    from thresher.review.server import serve
+
+    serve(workspace, host=host, port=port, token=token, log=lambda m: print(m, flush=True))
+
+
+@app.command()
 def issues(
     out_file: Path = typer.Option(..., "--out", help="Where to write: FILE.csv or FILE.parquet."),
     workspace: Path = Workspace,
@@ -166,7 +195,6 @@ def issues(
     out.print(f"{n} rows -> {out_file}")
 
 
-_not_built("review", 4, "review the most doubtful 5-10% in a browser")
 _not_built("export", 5, "write a clean, balanced manifest")
 _not_built("train", 5, "train with the reported recipe, resumable")
 _not_built("doctor", 6, "check the machine, memory and the recipe's data pipeline")

@@ -383,7 +383,7 @@ def compare_with_truth(cat, truths: list[Truth]) -> list[Finding]:
     """What scan and clean found (the catalog's issue table), against what was planted."""
     flagged: dict[str, set] = {}
     copies_found, kept_found = set(), set()
-    for path, _label, issue, _conf, _grp, keep, _sugg, _review, _reason, _id in cat.issues():
+    for path, _label, issue, _conf, _grp, keep, *_ in cat.issues():
         flagged.setdefault(issue, set()).add(path)
         if issue in ("exact_duplicate", "near_duplicate"):
             (kept_found if keep else copies_found).add(path)

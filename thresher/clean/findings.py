@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thresher.catalog import Catalog
+from thresher.catalog import Catalog, EmbeddingRows
 from thresher.clean import duplicates as dup
 from thresher.clean import imbalance, quality_rules, review_queue
 from thresher.config import DEFAULT_WORKSPACE, CleanThresholds
@@ -57,20 +57,6 @@ class CleanSummary:
     @property
     def flagged_share(self) -> float:
         return self.flagged / self.files if self.files else 0.0
-
-
-class _RowsById:
-    """Embeddings indexed by catalog row (not by image id), read lazily from the memmap."""
-
-    def __init__(self, mm: np.ndarray, ids: np.ndarray):
-        self.mm, self.ids = mm, ids
-        self.shape = (len(ids), mm.shape[1])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, rows):
-        return self.mm[self.ids[rows]]
 
 
 def clean(
@@ -150,7 +136,7 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
         add(kind, rows, r.confidence[rows], reason=r.reason[rows])
 
     has_emb = mm is not None and bool((c["has_embedding"][ok] == 1).all()) and ok.any()
-    emb = _RowsById(mm, c["id"]) if has_emb else None
+    emb = EmbeddingRows(mm, c["id"]) if has_emb else None
     if not has_emb:
         s.notes.append(
             "no embeddings for every image: near-duplicates by hash only, no "
@@ -222,7 +208,7 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
 
         rows = np.nonzero(labelled)[0]
         y = np.searchsorted(classes, labels[rows].astype(str))
-        sub = _RowsById(mm, c["id"][rows])
+        sub = EmbeddingRows(mm, c["id"][rows])
         le = label_errors(sub, y, len(classes), k=th.label_error_neighbours)
         flagged = rows[le.is_issue]
         sugg = np.array([classes[i] for i in le.suggested[le.is_issue]], dtype=object)
@@ -248,8 +234,8 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
     ):
         doubt = np.maximum(doubt, review_queue.threshold_doubt(conf, flagged_rows_))
     queue = review_queue.review_queue(doubt, n, th.review_fraction)
-    in_queue = np.zeros(n, dtype=bool)
-    in_queue[queue] = True
+    in_queue = np.zeros(n, dtype=np.int64)  # place in the queue, 1 = first; 0 = not queued
+    in_queue[queue] = np.arange(1, len(queue) + 1)
     flagged_rows = {r for d_ in issues.values() for r in d_}
     if has_emb and len(classes) >= 2:
         extra = np.array([r for r in queue if r not in flagged_rows], dtype=np.int64)
@@ -262,7 +248,7 @@ def find_issues(c: dict, mm, th: CleanThresholds, log=print) -> tuple[list[tuple
                 suggested=best[pos],
                 reason=np.array(["the views are split about its label"] * len(extra), dtype=object),
             )
-    s.review = int(in_queue.sum())
+    s.review = int((in_queue > 0).sum())
 
     out = []
     removed = np.zeros(n, dtype=bool)

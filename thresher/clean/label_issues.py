@@ -72,19 +72,19 @@ def probe_probs(
 EXACT_KNN_UP_TO = 200_000  # above, an IVF index: exact search over N x N is hours at 1M
 
 
-def knn_probs(
-    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int = 10, seed: int = 0
-):
-    """Similarity-weighted vote of each row's k nearest neighbours (itself excluded)."""
+def knn_index(embeddings, seed: int = 0):
+    """A FAISS inner-product index over the rows of `embeddings` (index position = row).
+
+    Exact up to EXACT_KNN_UP_TO rows; above, inverted lists (~4 sqrt(N) clusters, 8 probed per
+    query) over product-quantised codes of 32 bytes a vector, whatever the dimension: the
+    index stays ~32 MB per million rows instead of a float32 copy (5 GB at 1280-d).
+    """
     import faiss
 
-    n, dim = len(labels), embeddings.shape[1]
+    n, dim = embeddings.shape
     if n <= EXACT_KNN_UP_TO:
         index = faiss.IndexFlatIP(dim)
     else:
-        # Inverted lists (~4 sqrt(N) clusters, 8 probed per query) over product-quantised
-        # codes of 32 bytes a vector, whatever the dimension: the index stays ~32 MB per
-        # million rows instead of a float32 copy of the embeddings (5 GB at 1280-d).
         nlist = int(4 * np.sqrt(n))
         m = max(d for d in range(1, 33) if dim % d == 0)
         nbits = int(min(8, np.log2(max(n // 40, 2))))
@@ -96,6 +96,15 @@ def knn_probs(
         index.nprobe = 8
     for s in range(0, n, _BATCH):
         index.add(_rows(embeddings, np.arange(s, min(n, s + _BATCH))))
+    return index
+
+
+def knn_probs(
+    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int = 10, seed: int = 0
+):
+    """Similarity-weighted vote of each row's k nearest neighbours (itself excluded)."""
+    n = len(labels)
+    index = knn_index(embeddings, seed)
     kk = min(k + 1, n)
     out = np.zeros((n, n_classes), dtype=np.float32)
     for s in range(0, n, _BATCH):

@@ -24,6 +24,8 @@ ISSUE_TABLE_COLUMNS = (
     "keep",
     "suggested_label",
     "review",
+    "decision",
+    "decided_label",
 )
 
 
@@ -35,7 +37,7 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
         if cat.get_meta("clean_summary") is None:
             raise ThresherError(f"no issues in {workspace} yet: run `thresher clean` first")
         rows = cat.issues()
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 10
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 12
     return pa.table(
         {
             "path": pa.array(cols[0], pa.string()),
@@ -46,6 +48,8 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
             "keep": pa.array([bool(k) for k in cols[5]], pa.bool_()),
             "suggested_label": pa.array(cols[6], pa.string()),
             "review": pa.array([bool(r) for r in cols[7]], pa.bool_()),
+            "decision": pa.array(cols[10], pa.string()),  # a person's, from thresher review
+            "decided_label": pa.array(cols[11], pa.string()),
         }
     )
 

@@ -1,0 +1,388 @@
+"""`thresher review`: a small local web server over the catalog's review queue.
+
+One page (page.html/.css/.js) and a JSON API. Every decision is one short catalog transaction,
+committed before the response is sent, so killing the server (kill -9 included) loses nothing
+and a restart reopens at the first undecided file. Images are served by catalog id only: no
+request ever names a path. Bound to loopback unless --host is given, and then only with a
+token that every request must carry.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import secrets
+import socket
+import threading
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from thresher.catalog import Catalog, EmbeddingRows
+from thresher.config import DEFAULT_WORKSPACE, ScanConfig
+from thresher.errors import ThresherError
+from thresher.review.evidence import label_choices, neighbours
+
+TOKEN_COOKIE = "thresher_token"
+TOKEN_HEADER = "x-thresher-token"
+NEIGHBOURS = 8
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
+_DUPLICATE_KINDS = {"exact_duplicate", "near_duplicate", "label_conflict"}
+
+
+class DecisionIn(BaseModel):
+    """The body of POST /api/decisions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: int = Field(ge=0)
+    decision: Literal["keep", "drop", "relabel"]
+    label: str | None = Field(None, max_length=200)
+
+    @field_validator("label")
+    @classmethod
+    def _clean_label(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be blank")
+        if any(ord(ch) < 32 for ch in v) or "/" in v or "\\" in v:
+            raise ValueError("must not hold control characters or slashes (it becomes a folder)")
+        return v
+
+    @model_validator(mode="after")
+    def _label_with_relabel(self):
+        if self.decision == "relabel" and self.label is None:
+            raise ValueError("'relabel' needs a label")
+        if self.decision != "relabel" and self.label is not None:
+            raise ValueError(f"'{self.decision}' takes no label")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None, loopback=True):
+    """The review app over WORKSPACE's catalog (run `thresher clean` first)."""
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+    cat = Catalog(workspace, create=False)
+    summary = cat.get_meta("clean_summary")
+    if summary is None:
+        cat.close()
+        raise ThresherError(f"no review queue in {workspace} yet: run `thresher clean` first")
+    root = Path(cat.get_meta("source")["root"])
+    col = cat.columns(["id", "path", "label", "status", "has_embedding"])
+    ok = col["status"] == "ok"
+    searchable = col["id"][ok & (col["has_embedding"] == 1)]
+    matrix = cat.embeddings() if len(searchable) else None
+    class_counts: dict[str, int] = summary.get("counts_after") or summary["counts_before"]
+    lock = threading.Lock()  # one catalog connection, many request threads
+    search: dict = {"index": None}
+    if matrix is not None:
+        # The same FAISS index clean's k-NN uses (IVF-PQ above 200,000 rows), built once in
+        # the background; until it is ready, neighbours come from a brute-force pass.
+        def build_index() -> None:
+            from thresher.clean.label_issues import knn_index
+
+            search["index"] = knn_index(EmbeddingRows(matrix, searchable))
+
+        threading.Thread(target=build_index, name="neighbour-index", daemon=True).start()
+    images = _ImageCache(root, ScanConfig().max_image_pixels)
+
+    app = FastAPI(title="thresher review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.catalog = cat
+
+    def row_of(image_id: int) -> int:
+        i = int(np.searchsorted(col["id"], image_id))
+        if i >= len(col["id"]) or col["id"][i] != image_id:
+            raise HTTPException(404, f"no image with id {image_id} in the catalog")
+        return i
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if loopback and _host_name(request.headers.get("host", "")) not in _LOOPBACK_HOSTS:
+            # A page elsewhere that rebinds its DNS name to 127.0.0.1 must not reach the API.
+            return JSONResponse({"error": "this server answers to localhost only"}, 403)
+        given = None
+        if token:
+            given = (
+                request.headers.get(TOKEN_HEADER)
+                or request.query_params.get("token")
+                or request.cookies.get(TOKEN_COOKIE)
+            )
+            if not given or not secrets.compare_digest(given.encode(), token.encode()):
+                return JSONResponse(
+                    {"error": "a valid token is required: open the URL that review printed"}, 401
+                )
+        if token and request.url.path == "/" and request.query_params.get("token"):
+            # Trade the token in the URL for a cookie, so it leaves the address bar and history.
+            response = RedirectResponse("/", 303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        else:
+            response = await call_next(request)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": _describe(exc.errors())}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return HTMLResponse(_asset("page.html"), headers={"Cache-Control": "no-store"})
+
+    @app.get("/{name}", include_in_schema=False)
+    def asset(name: str):
+        if name == "favicon.ico":
+            return Response(status_code=204)
+        if name not in _ASSETS:
+            raise HTTPException(404, "not found")
+        return Response(_asset(name), media_type=_ASSETS[name])
+
+    @app.get("/api/queue")
+    def queue(issue: str | None = None, label: str | None = None):
+        with lock:
+            rows = cat.review_queue()
+        issues_count: dict[str, int] = {}
+        labels_count: dict[str, int] = {}
+        items = []
+        for image_id, _path, lab, kinds, decision, decided_label in rows:
+            kinds = kinds.split(",")
+            for k in kinds:
+                issues_count[k] = issues_count.get(k, 0) + 1
+            labels_count[lab or ""] = labels_count.get(lab or "", 0) + 1
+            if (issue and issue not in kinds) or (label is not None and (lab or "") != label):
+                continue
+            items.append({"id": image_id, "decision": decision, "decided_label": decided_label})
+        return {
+            "total": len(rows),
+            "decided": sum(1 for r in rows if r[4]),
+            "items": items,
+            "issues": dict(sorted(issues_count.items(), key=lambda kv: -kv[1])),
+            "labels": dict(sorted(labels_count.items())),
+            "classes": sorted(class_counts),
+        }
+
+    @app.get("/api/items/{image_id}")
+    def item(image_id: int):
+        r = row_of(image_id)
+        with lock:
+            meta = cat.image(image_id)
+            issue_rows = cat.issues([image_id])
+        decision = issue_rows[0][10:12] if issue_rows else (None, None)
+        issues = [
+            {
+                "issue": x[2],
+                "confidence": x[3],
+                "group": x[4],
+                "keep": bool(x[5]),
+                "suggested_label": x[6],
+                "reason": x[8],
+            }
+            for x in sorted(issue_rows, key=lambda x: -x[3])
+        ]
+        near = []
+        if matrix is not None and col["has_embedding"][r] == 1:
+            ids, sims = neighbours(search["index"], matrix, searchable, image_id, NEIGHBOURS)
+            near = [
+                {"id": int(i), "label": col["label"][row_of(int(i))], "similarity": float(s)}
+                for i, s in zip(ids, sims, strict=True)
+            ]
+        group = next((x["group"] for x in issues if x["issue"] in _DUPLICATE_KINDS), None)
+        if group is not None:
+            with lock:
+                members = cat.group_members(group)
+            evidence = {
+                "kind": "duplicates",
+                "title": f"its duplicate group ({len(members)} files, kept copy first)",
+                "items": [
+                    {"id": m[0], "label": m[2], "keep": bool(m[3]), "name": _name(m[1])}
+                    for m in members
+                    if m[0] != image_id
+                ],
+            }
+        else:
+            evidence = {
+                "kind": "neighbours",
+                "title": "its nearest neighbours" if near else "no embeddings: no neighbours",
+                "items": near,
+            }
+        return {
+            "id": image_id,
+            "path": meta["path"],
+            "name": _name(meta["path"]),
+            "label": meta["label"],
+            "width": meta["width"],
+            "height": meta["height"],
+            "size_bytes": meta["size_bytes"],
+            "format": meta["format"],
+            "status": meta["status"],
+            "decision": decision[0],
+            "decided_label": decision[1],
+            "issues": issues,
+            "choices": label_choices(
+                meta["label"],
+                [x["suggested_label"] for x in issues],
+                [n["label"] for n in near],
+                class_counts,
+            ),
+            "evidence": evidence,
+        }
+
+    @app.get("/api/images/{image_id}")
+    def image(image_id: int, size: int = Query(1280, ge=32, le=4096)):
+        r = row_of(image_id)
+        if col["status"][r] != "ok":
+            raise HTTPException(404, f"image {image_id} has no pixels ({col['status'][r]})")
+        data = images.get(image_id, col["path"][r], size)
+        if data is None:
+            raise HTTPException(404, f"image {image_id} cannot be read any more")
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    @app.post("/api/decisions")
+    def decide(body: DecisionIn):
+        row_of(body.image_id)
+        with lock:
+            previous = cat.decide(body.image_id, body.decision, body.label)
+            total, decided = cat.review_progress()
+        return {**body.model_dump(), **_previous(previous), "total": total, "decided": decided}
+
+    @app.delete("/api/decisions/{image_id}")
+    def undecide(image_id: int):
+        row_of(image_id)
+        with lock:
+            previous = cat.undecide(image_id)
+            total, decided = cat.review_progress()
+        return {"image_id": image_id, **_previous(previous), "total": total, "decided": decided}
+
+    return app
+
+
+def serve(
+    workspace: Path | str = DEFAULT_WORKSPACE,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    log=print,
+) -> None:
+    """Serve the review page until Ctrl-C. Port 0 picks a free port (the URL says which)."""
+    import uvicorn
+
+    loopback = is_loopback(host)
+    if not loopback and not token:
+        raise ThresherError(
+            f"refusing to serve the catalog on {host}, which is not a loopback address, "
+            "without a token: add --token SECRET (every request must then carry it)"
+        )
+    app = make_app(workspace, token, loopback)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ThresherError(
+            f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port "
+            "(0 picks a free one)"
+        ) from None
+    bound = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{bound}/" + (f"?token={token}" if token else "")
+    total, decided = app.state.catalog.review_progress()
+    log(f"review: {url}")
+    log(
+        f"{total} files in the queue, {decided} decided. Each decision is saved as it is made; "
+        "Ctrl-C stops the server."
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        app.state.catalog.close()
+
+
+class _ImageCache:
+    """JPEG renditions of catalog images, decoded on demand; the last few kept in memory."""
+
+    def __init__(self, root: Path, max_pixels: int, keep: int = 64):
+        self.root, self.max_pixels, self.keep = root, max_pixels, keep
+        self._lru: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, image_id: int, rel_path: str, size: int) -> bytes | None:
+        from thresher.scan.decode import DecodeIssue, decode
+
+        key = (image_id, size)
+        with self._lock:
+            if key in self._lru:
+                self._lru.move_to_end(key)
+                return self._lru[key]
+        try:
+            view = decode((self.root / rel_path).read_bytes(), size, self.max_pixels).view
+        except (OSError, DecodeIssue):
+            return None
+        view.thumbnail((size, size))
+        buf = io.BytesIO()
+        view.save(buf, "JPEG", quality=90)
+        data = buf.getvalue()
+        with self._lock:
+            self._lru[key] = data
+            while len(self._lru) > self.keep:
+                self._lru.popitem(last=False)
+        return data
+
+
+def _asset(name: str) -> str:
+    return resources.files("thresher.review").joinpath(name).read_text()
+
+
+def _host_name(host_header: str) -> str:
+    if host_header.startswith("["):
+        return host_header[1:].split("]")[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _previous(previous) -> dict:
+    if previous is None:
+        return {"previous": None}
+    return {"previous": {"decision": previous[0], "label": previous[1]}}
+
+
+def _describe(errors) -> str:
+    parts = []
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
