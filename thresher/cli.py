@@ -184,6 +184,60 @@ def review(
 
 
 @app.command()
+def export(
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for manifest.parquet/.csv, export.json."
+    ),
+    workspace: Path = Workspace,
+    policy: Path = typer.Option(
+        None,
+        help="YAML overriding the export policy (thresher/config.py ExportPolicy), e.g. "
+        "'actions: {label_error: relabel}' or 'val_fraction: 0.2'.",
+    ),
+    val_fraction: float = typer.Option(None, help="Share of each class for validation (0.1)."),
+    seed: int = typer.Option(None, help="Seed of the split (0)."),
+    link: str = typer.Option(
+        None, help="Also build an ImageFolder tree of 'hardlink' or 'symlink' in OUT/imagefolder."
+    ),
+) -> None:
+    """Write the clean, balanced manifest: issues and review decisions applied, split, weighted."""
+    from thresher.config import ExportPolicy, load_yaml
+    from thresher.export import export as run_export
+
+    p = load_yaml(policy, ExportPolicy) if policy else ExportPolicy()
+    overrides = {"val_fraction": val_fraction, "seed": seed}
+    p = _config(
+        ExportPolicy, **{**p.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    )
+    s = run_export(workspace, out_dir, p, link, log=lambda m: err.print(m, markup=False))
+    t = Table(title="export: classes")
+    for col in ("class", "before", "train", "val", "weight"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    for cls in sorted(
+        set(s.counts_before) | set(s.classes), key=lambda k: -s.counts_before.get(k, 0)
+    ):
+        t.add_row(
+            cls,
+            str(s.counts_before.get(cls, 0)),
+            str(s.counts_train.get(cls, 0)),
+            str(s.counts_val.get(cls, 0)),
+            f"x{s.plan[cls]:.1f}" if cls in s.plan else "-",
+        )
+    out.print(t)
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(s.dropped.items(), key=lambda kv: -kv[1]))
+    out.print(
+        f"{s.exported} of {s.files} files exported ({s.relabelled} relabelled, "
+        f"{s.decisions_applied} review decisions applied); dropped: {dropped or 'none'}"
+    )
+    plan = ", ".join(f"{c} x{f:.1f}" for c, f in s.plan.items() if f > 1)
+    out.print(f"balancing plan (the manifest's weight column): {plan or 'balanced already'}")
+    out.print(
+        f"manifest: {out_dir / 'manifest.parquet'} (and .csv); "
+        f"next: thresher train RECIPE.yaml --data {out_dir}"
+    )
+
+
+@app.command()
 def issues(
     out_file: Path = typer.Option(..., "--out", help="Where to write: FILE.csv or FILE.parquet."),
     workspace: Path = Workspace,
@@ -195,7 +249,6 @@ def issues(
     out.print(f"{n} rows -> {out_file}")
 
 
-_not_built("export", 5, "write a clean, balanced manifest")
 _not_built("train", 5, "train with the reported recipe, resumable")
 _not_built("doctor", 6, "check the machine, memory and the recipe's data pipeline")
 _not_built("ddp-check", 7, "check that 1-GPU and N-GPU first steps agree")

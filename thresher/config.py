@@ -7,7 +7,7 @@ or a bad value is reported by name in one line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +16,7 @@ from thresher.errors import ThresherError
 
 DEFAULT_WORKSPACE = Path("thresher-ws")
 DEFAULT_EMBEDDER = "timm:mobilenetv3_large_100"
+DEFAULT_OVERSAMPLE_FACTOR = 3.0  # the field report's x3 for minority classes
 
 
 class _Strict(BaseModel):
@@ -91,8 +92,128 @@ class CleanThresholds(_Strict):
         0.08, ge=0, le=1, description="Share of the files put in the human review queue."
     )
     oversample_factor: float = Field(
-        3.0, ge=1, description="Most a minority class is oversampled in the balancing plan."
+        DEFAULT_OVERSAMPLE_FACTOR,
+        ge=1,
+        description="Most a minority class is oversampled in the balancing plan.",
     )
+
+
+ExportAction = Literal["drop", "keep one", "relabel", "review", "keep"]
+
+
+class ExportPolicy(_Strict):
+    """What `thresher export` does with each issue kind, and how it splits and weighs.
+
+    A person's decision from `thresher review` always wins over the policy.
+    """
+
+    actions: dict[str, ExportAction] = Field(
+        default_factory=dict,
+        description="Issue kind -> action, overriding the defaults of clean/findings.py ACTIONS "
+        "(drop; 'keep one' of a duplicate group; 'relabel' to the suggested label; 'review' = "
+        "keep as is unless a person decided; 'keep' = ignore the issue). Example: "
+        "{label_error: relabel, low_resolution: keep}.",
+    )
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of each class put in the validation split."
+    )
+    seed: int = Field(0, description="Seed of the split (the same seed gives the same split).")
+    oversample_factor: float = Field(
+        DEFAULT_OVERSAMPLE_FACTOR,
+        ge=1,
+        description="Most a minority class is oversampled: the manifest's `weight` column.",
+    )
+    min_class_files: int = Field(
+        2, ge=1, description="A class with fewer exported files than this is left out, noted."
+    )
+
+
+class Recipe(_Strict):
+    """A training recipe. The defaults are the reported best configuration (MISSION.md)."""
+
+    # model
+    model: str = Field("resnet50", description="Any timm model name (resnet50, convnext_tiny...).")
+    pretrained: bool | Path = Field(
+        False,
+        description="true: timm's pretrained weights (downloads); a path: a local state dict "
+        "(.pth/.safetensors), its classifier replaced when the class count differs.",
+    )
+    image_size: int = Field(224, ge=16, description="Training and evaluation image size, px.")
+    drop_rate: float = Field(0.5, ge=0, lt=1, description="Dropout before the classifier head.")
+    drop_path_rate: float = Field(0.2, ge=0, lt=1, description="Stochastic depth.")
+    grad_checkpointing: bool = Field(
+        True, description="Activation checkpointing (timm set_grad_checkpointing): less memory."
+    )
+    # optimisation
+    optimizer: Literal["lion", "adamw", "sgd"] = Field("lion", description="Optimizer.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate, reached after warm-up.")
+    min_lr: float = Field(0.0, ge=0, description="Learning rate at the end of the cosine.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="Lion/AdamW betas.")
+    weight_decay_backbone: float = Field(1e-4, ge=0, description="Weight decay of the backbone.")
+    weight_decay_head: float = Field(1e-3, ge=0, description="Weight decay of the classifier.")
+    warmup_steps: int = Field(500, ge=0, description="Linear warm-up, in optimizer steps.")
+    total_steps: int = Field(
+        50_000, ge=1, description="Optimizer steps in the run (cosine decay ends here)."
+    )
+    freeze_last_fraction: float = Field(
+        0.1, ge=0, le=1, description="Freeze the lowest layers for this last share of steps."
+    )
+    freeze_groups: int = Field(
+        2,
+        ge=0,
+        description="How many of the lowest layer groups (timm group_matcher, coarse: stem, "
+        "then stages) the freeze covers.",
+    )
+    label_smoothing: float = Field(0.15, ge=0, lt=1, description="Label smoothing.")
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="Clip the global gradient norm (unscaled) to this; null = off."
+    )
+    grad_accum: int = Field(4, ge=1, description="Micro-batches per optimizer step.")
+    batch_size: int = Field(64, ge=1, description="Images per micro-batch.")
+    amp: Literal["fp16", "bf16", "off"] = Field(
+        "fp16",
+        description="Mixed precision. fp16 (with a GradScaler) needs CUDA; on a CPU it falls "
+        "back to float32 and says so; bf16 runs on both.",
+    )
+    # augmentation and balance
+    crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="RandomResizedCrop scale range (reported +2.1 over (0.8, 1.0))."
+    )
+    rotation: float = Field(30.0, ge=0, le=180, description="Random rotation, degrees.")
+    color_jitter: float = Field(
+        0.2, ge=0, description="ColorJitter brightness/contrast/saturation."
+    )
+    hflip: float = Field(0.5, ge=0, le=1, description="Horizontal flip probability.")
+    user_transform: str | None = Field(
+        None,
+        description="'module:callable' returning a transform (PIL image -> PIL image), applied "
+        "after the crop, before the tensor conversion.",
+    )
+    oversample: bool = Field(
+        True, description="Sample by the manifest's `weight` column (the balancing plan)."
+    )
+    cutmix: Literal["minority", "timm", "off"] = Field(
+        "minority",
+        description="minority: paste minority-class patches onto majority images; timm: "
+        "timm's Mixup/CutMix; off.",
+    )
+    cutmix_prob: float = Field(0.5, ge=0, le=1, description="Chance a batch is cut-mixed.")
+    cutmix_alpha: float = Field(1.0, gt=0, description="Beta(alpha, alpha) of the patch area.")
+    minority_below: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A class is a minority when its count is below this share of the largest.",
+    )
+    # running
+    seed: int = Field(0, description="One seed for everything (ranks, sampler, augmentation).")
+    workers: int = Field(4, ge=0, description="DataLoader worker processes.")
+    eval_every: int = Field(1000, ge=1, description="Evaluate every this many optimizer steps.")
+    checkpoint_every: int = Field(
+        1000, ge=1, description="Write a checkpoint every this many optimizer steps."
+    )
+    log_every: int = Field(10, ge=1, description="Metrics line every this many optimizer steps.")
+    tensorboard: bool = Field(False, description="Also write TensorBoard events (if installed).")
 
 
 M = TypeVar("M", bound=BaseModel)

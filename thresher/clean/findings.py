@@ -32,7 +32,9 @@ ACTIONS = {
     "blank": "drop",
     "exact_duplicate": "keep one",
     "near_duplicate": "keep one",
-    "label_error": "relabel",
+    # Dropped, not relabelled, unless the policy or a reviewer says so: the suggested label is
+    # the detector's second guess, and a wrong relabel teaches the wrong class.
+    "label_error": "drop",
     "label_conflict": "review",
     "doubtful_label": "review",
 }
