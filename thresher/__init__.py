@@ -8,6 +8,8 @@ Every CLI command is a function here, for notebooks and scripts:
     thresher.write_issues("issues.parquet", workspace="./ws")
     thresher.html_report(workspace="./ws")
     thresher.review(workspace="./ws", port=8765)       # the review page, until Ctrl-C
+    thresher.export(workspace="./ws", out="./export")  # manifest.parquet, split, weights
+    thresher.train("recipe.yaml", data="./export", out="./runs/r1")
     thresher.demo(out="./demo-crawl")
 
 torch is imported only when a function needs it (embeddings).
@@ -17,10 +19,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Four commands share their names with the module that holds them, made callable (see
+# Six commands share their names with the module that holds them, made callable (see
 # thresher/_callable.py): `thresher.scan(...)`, `thresher.clean(...)`,
-# `thresher.review(...)`, `thresher.demo(...)`.
-from thresher import clean, demo, review, scan  # noqa: E402
+# `thresher.review(...)`, `thresher.export(...)`, `thresher.train(...)`, `thresher.demo(...)`.
+from thresher import clean, demo, export, review, scan, train  # noqa: E402
 
 __all__ = [
     "scan",
@@ -29,6 +31,8 @@ __all__ = [
     "issue_table",
     "html_report",
     "review",
+    "export",
+    "train",
     "demo",
     "Catalog",
     "ThresherError",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from thresher._callable import make_callable
 from thresher.catalog import Catalog
 from thresher.clean import imbalance
 from thresher.clean.findings import ACTIONS
@@ -222,3 +223,7 @@ def _link_tree(dst: Path, table, how: str) -> None:
         os.replace(dst, old)
     os.replace(tmp, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# `thresher.export(...)` exports although thresher.export is this module (thresher/_callable.py).
+make_callable(__name__, "thresher.export:export")

@@ -1,0 +1,63 @@
+"""The recipe's augmentation, as torchvision v2 transforms (PIL image in, normalised tensor out)."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torchvision.transforms import v2
+
+from thresher.config import Recipe
+from thresher.errors import ThresherError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_callable(spec: str):
+    """'package.module:name' -> the object; a clear error when it is not there."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ThresherError(f"user_transform must be 'module:callable', not {spec!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise ThresherError(f"user_transform {spec!r} cannot be loaded: {e}") from None
+    if not callable(obj):
+        raise ThresherError(f"user_transform {spec!r} is not callable")
+    return obj
+
+
+def train_transform(recipe: Recipe):
+    """RandomResizedCrop, flip, rotation, colour jitter, the user's transform, normalise."""
+    steps = [
+        v2.RandomResizedCrop(recipe.image_size, scale=recipe.crop_scale, antialias=True),
+        v2.RandomHorizontalFlip(recipe.hflip),
+    ]
+    if recipe.rotation:
+        steps.append(v2.RandomRotation(recipe.rotation))
+    if recipe.color_jitter:
+        j = recipe.color_jitter
+        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if recipe.user_transform:
+        steps.append(load_callable(recipe.user_transform))
+    return v2.Compose([*steps, *_to_tensor()])
+
+
+def eval_transform(recipe: Recipe):
+    """Resize the short side to size / 0.875, centre crop, normalise (timm's default eval)."""
+    return v2.Compose(
+        [
+            v2.Resize(int(round(recipe.image_size / 0.875)), antialias=True),
+            v2.CenterCrop(recipe.image_size),
+            *_to_tensor(),
+        ]
+    )
+
+
+def _to_tensor():
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]

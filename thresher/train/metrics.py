@@ -1,0 +1,49 @@
+"""The run's metrics file: one JSON object per line, appended and flushed as the run goes.
+
+Lines carry a `kind`: "train" (step, loss, lr, grad_norm, images_per_s), "eval" (accuracy,
+loss, per-class accuracy, confusion matrix), "event" (a guard or the loop saying what it did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def append(path: Path, record: dict) -> None:
+    """Append one record and flush it to disk (a crash keeps every line written before)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=_plain) + "\n")
+        f.flush()
+
+
+def read(path: Path) -> list[dict]:
+    """Every complete record (a line cut by a crash is skipped)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Keep the records up to `step`: a resumed run rewrites what came after its checkpoint."""
+    kept = [r for r in read(path) if r.get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+
+
+def _plain(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)
