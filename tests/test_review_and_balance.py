@@ -36,3 +36,5 @@ def test_counts_ratio_and_plan():
     assert imbalance.imbalance_ratio(counts) == 50
     plan = imbalance.balancing_plan(counts, oversample_factor=3.0)
     assert plan == {"dog": 1.0, "cat": 2.5, "koala": 3.0}
+    share = imbalance.balancing_plan(counts, target_share=0.5)
+    assert share == {"dog": 1.0, "cat": 1.25, "koala": 25.0}  # up to half the largest, uncapped

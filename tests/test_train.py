@@ -202,6 +202,32 @@ def test_schedule_warms_up_then_cosine_decays_in_optimizer_steps():
     assert lr(110) == pytest.approx(1e-5, rel=0.01)
 
 
+def test_user_transforms_and_local_weights(tmp_path):
+    import timm
+    from PIL import Image as PILImage
+
+    from thresher.data.transforms import load_callable, train_transform
+    from thresher.train.model import create_model
+
+    tf = train_transform(Recipe(image_size=32, user_transform="PIL.ImageOps:autocontrast"))
+    x = tf(PILImage.new("RGB", (50, 40), (90, 100, 110)))
+    assert tuple(x.shape) == (3, 32, 32)
+    with pytest.raises(ThresherError, match="cannot be loaded"):
+        load_callable("PIL.ImageOps:no_such_thing")
+    with pytest.raises(ThresherError, match="module:callable"):
+        load_callable("autocontrast")
+    # A local state dict with another head: the backbone loads, the classifier stays fresh.
+    donor = timm.create_model("resnet10t", num_classes=7)
+    torch.save(donor.state_dict(), tmp_path / "w.pth")
+    r = Recipe(model="resnet10t", pretrained=tmp_path / "w.pth", grad_checkpointing=False)
+    notes: list[str] = []
+    model = create_model(r, 4, notes.append)
+    assert torch.equal(model.conv1[0].weight, donor.conv1[0].weight)
+    assert model.fc.weight.shape[0] == 4 and "2 fresh" in notes[-1]
+    with pytest.raises(ThresherError, match="unknown timm model"):
+        create_model(Recipe(model="resnet_does_not_exist"), 4)
+
+
 # -- the loop --------------------------------------------------------------------------------------
 
 

@@ -123,6 +123,13 @@ class ExportPolicy(_Strict):
         ge=1,
         description="Most a minority class is oversampled: the manifest's `weight` column.",
     )
+    target_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Instead of the factor: bring every class up to this share of the largest "
+        "class (0.5 = at least half of it), however large the factor.",
+    )
     min_class_files: int = Field(
         2, ge=1, description="A class with fewer exported files than this is left out, noted."
     )
@@ -199,6 +206,9 @@ class Recipe(_Strict):
     )
     cutmix_prob: float = Field(0.5, ge=0, le=1, description="Chance a batch is cut-mixed.")
     cutmix_alpha: float = Field(1.0, gt=0, description="Beta(alpha, alpha) of the patch area.")
+    mixup_alpha: float = Field(
+        0.0, ge=0, description="With cutmix: timm, also Mixup with this alpha (0 = CutMix only)."
+    )
     minority_below: float = Field(
         0.5,
         gt=0,

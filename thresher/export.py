@@ -150,7 +150,7 @@ def export(
     s.classes = sorted(set(lab))
     s.counts_train = imbalance.class_counts(lab[~is_val])
     s.counts_val = imbalance.class_counts(lab[is_val])
-    s.plan = imbalance.balancing_plan(s.counts_train, policy.oversample_factor)
+    s.plan = imbalance.balancing_plan(s.counts_train, policy.oversample_factor, policy.target_share)
     weight = np.where(is_val, 1.0, np.array([s.plan.get(x, 1.0) for x in lab]))
     s.exported = len(rows)
 

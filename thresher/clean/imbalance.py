@@ -27,9 +27,18 @@ def imbalance_ratio(counts: dict[str, int]) -> float:
     return max(counts.values()) / max(min(counts.values()), 1)
 
 
-def balancing_plan(counts: dict[str, int], oversample_factor: float = 3.0) -> dict[str, float]:
-    """Per class, the oversampling factor: min(largest / count, oversample_factor), at least 1."""
+def balancing_plan(
+    counts: dict[str, int], oversample_factor: float = 3.0, target_share: float | None = None
+) -> dict[str, float]:
+    """Per class, the oversampling factor (at least 1).
+
+    By default min(largest / count, oversample_factor): each class comes up by at most the
+    factor, never past the largest class. With `target_share`, each class comes up to that
+    share of the largest class instead (0.5: every class at least half the largest), uncapped.
+    """
     if not counts:
         return {}
     top = max(counts.values())
+    if target_share is not None:
+        return {c: float(max(target_share * top / max(n, 1), 1.0)) for c, n in counts.items()}
     return {c: float(min(max(top / max(n, 1), 1.0), oversample_factor)) for c, n in counts.items()}

@@ -315,7 +315,7 @@ def _timm_mixup(r: Recipe, n_classes: int):
     if r.batch_size % 2:
         raise ThresherError("cutmix: timm needs an even batch_size")
     return Mixup(
-        mixup_alpha=0.0,
+        mixup_alpha=r.mixup_alpha,
         cutmix_alpha=r.cutmix_alpha,
         prob=r.cutmix_prob,
         label_smoothing=r.label_smoothing,
