@@ -274,12 +274,49 @@ def train(
         f"{s.steps} steps ({s.epochs:.2f} epochs){acc}{best}; {s.images_per_s:.0f} images/s; "
         f"report: {s.report}"
     )
-    if s.interrupted:
+    if s.stopped_by and s.stopped_by != "overfitting":
+        err.print(f"a guard stopped the run at step {s.steps}: {s.stopped_by}", markup=False)
+        raise typer.Exit(3)
+    if s.interrupted and not s.stopped_by:
         out.print(
             f"stopped at step {s.steps}: `thresher train {recipe} --data {data} "
             f"--out {run} --resume` goes on"
         )
         raise typer.Exit(130)
+
+
+@app.command()
+def doctor(
+    recipe: Path = typer.Option(
+        None, help="A recipe: also estimate (CPU) or probe (GPU) the largest batch that fits."
+    ),
+    data: Path = typer.Option(
+        None, help="With --recipe: time its DataLoader and check its augmentation for leaks."
+    ),
+    out_dir: Path = typer.Option(Path("."), "--out", help="Where the run will write (free disk)."),
+) -> None:
+    """Check the machine (versions, GPUs, RAM, disk) and a recipe's data pipeline."""
+    from thresher.config import Recipe, load_yaml
+    from thresher.doctor import doctor as run_doctor
+
+    r = load_yaml(recipe, Recipe) if recipe else None
+    if data is not None and r is None:
+        raise ThresherError("--data needs --recipe (the pipeline to check is the recipe's)")
+    rep = run_doctor(r, data, out_dir)
+    for title, rows in (("machine", rep.machine), ("GPUs", rep.gpus), ("pipeline", rep.pipeline)):
+        if not rows:
+            continue
+        t = Table(title=title)
+        for col in ("check", "value", "verdict"):
+            t.add_column(col)
+        for what, value, verdict in rows:
+            t.add_row(what, value, f"[red]{verdict}[/red]" if verdict else "ok")
+        out.print(t)
+    for p in rep.problems:
+        out.print(f"problem: {p}", markup=False)
+    if rep.problems:
+        raise typer.Exit(1)
+    out.print("no problem found")
 
 
 @app.command()
@@ -294,7 +331,6 @@ def issues(
     out.print(f"{n} rows -> {out_file}")
 
 
-_not_built("doctor", 6, "check the machine, memory and the recipe's data pipeline")
 _not_built("ddp-check", 7, "check that 1-GPU and N-GPU first steps agree")
 _not_built("cost", 7, "time and money of a training plan, cloud vs local")
 

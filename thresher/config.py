@@ -135,6 +135,66 @@ class ExportPolicy(_Strict):
     )
 
 
+class GuardConfig(_Strict):
+    """The training guards' thresholds (thresher/guard/*.py documents each guard)."""
+
+    enabled: bool = Field(True, description="All guards on (off only to measure their cost).")
+
+    # numeric (guard/numeric.py)
+    # Conservative: with small batches the gradient norm wanders 3-5x its median (seen with
+    # batches of 8); explosions are orders of magnitude, or not finite at all.
+    spike_z: float = Field(10.0, gt=0, description="Robust z (MAD units) above which a loss or "
+                           "grad norm is a spike.")  # fmt: skip
+    spike_ratio: float = Field(10.0, gt=1, description="...and this many times the median.")
+    baseline_window: int = Field(100, ge=5, description="Good steps in the running baseline.")
+    baseline_min_steps: int = Field(20, ge=1, description="No spike is called before this many.")
+    max_consecutive_bad: int = Field(
+        3, ge=1, description="Bad steps in a row (each skipped) before a rollback."
+    )
+    snapshot_every: int = Field(50, ge=1, description="Steps between in-memory good snapshots.")
+    rollback_lr_factor: float = Field(
+        0.5, gt=0, lt=1, description="The LR is multiplied by this at each rollback."
+    )
+    max_rollbacks: int = Field(3, ge=0, description="Rollbacks before the run stops, diagnosed.")
+    min_amp_scale: float = Field(
+        1e-4, gt=0, description="An fp16 GradScaler scale below this is a collapse, not noise."
+    )
+    # progress (guard/progress.py)
+    plateau_patience: int = Field(
+        5, ge=1, description="Evaluations without improvement before the convergence checks."
+    )
+    overfit_gap: float = Field(
+        0.15, gt=0, le=1, description="Train - validation accuracy gap that warns of overfitting."
+    )
+    stop_on_overfit: bool = Field(False, description="Stop the run when it overfits.")
+    # memory (guard/memory.py)
+    memory: bool = Field(True, description="Watch host memory of the run and its workers.")
+    memory_interval_s: float = Field(5.0, gt=0, description="Seconds between memory samples.")
+    memory_warmup_s: float = Field(60.0, ge=0, description="Samples before this are ignored.")
+    leak_mb_per_s: float = Field(1.0, gt=0, description="Growth rate that counts as a leak.")
+    leak_sustain_s: float = Field(180.0, gt=0, description="...sustained this long.")
+    leak_window_s: float = Field(120.0, gt=0, description="Trailing window of each slope fit.")
+    tracemalloc: bool = Field(
+        False, description="Name the allocating lines of a main-process leak (slow)."
+    )
+    recycle_workers_on_leak: bool = Field(
+        True, description="Restart the DataLoader workers when one of them leaks."
+    )
+    recycle_workers_every: int = Field(
+        0, ge=0, description="Restart the DataLoader workers every N steps (0 = only on a leak)."
+    )
+    # thermal (guard/thermal.py)
+    thermal_sensor: str = Field(
+        "nvml",
+        description="nvml (the first GPU), off, or 'module:callable' returning an object with "
+        "read() -> thresher.guard.thermal.Reading.",
+    )
+    thermal_warn_c: float = Field(83.0, description="Log above this GPU temperature.")
+    thermal_pause_c: float = Field(88.0, description="Pause training at or above this.")
+    thermal_resume_c: float = Field(80.0, description="Resume below this.")
+    thermal_poll_s: float = Field(10.0, gt=0, description="Seconds between sensor reads.")
+
+
 class Recipe(_Strict):
     """A training recipe. The defaults are the reported best configuration (MISSION.md)."""
 
@@ -224,6 +284,7 @@ class Recipe(_Strict):
     )
     log_every: int = Field(10, ge=1, description="Metrics line every this many optimizer steps.")
     tensorboard: bool = Field(False, description="Also write TensorBoard events (if installed).")
+    guards: GuardConfig = Field(default_factory=GuardConfig, description="The training guards.")
 
 
 M = TypeVar("M", bound=BaseModel)

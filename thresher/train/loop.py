@@ -10,6 +10,7 @@ weights as one never interrupted (tests/test_train.py kills a real subprocess to
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,9 @@ from thresher.data.dataset import ImageDataset
 from thresher.data.manifest import load_manifest
 from thresher.data.transforms import eval_transform, train_transform
 from thresher.errors import ThresherError
+from thresher.guard.memory import HostMemoryWatch, sustained_growth
+from thresher.guard.numeric import GuardStop, NumericGuard, all_finite
+from thresher.guard.progress import diagnose_plateau, overfitting, plateaued, regularisers_off
 from thresher.train import checkpoint, metrics
 from thresher.train.model import create_model, freeze, lowest_layers, param_groups
 from thresher.train.optim import optimizer, scheduler
@@ -52,6 +56,7 @@ class RunSummary:
     images_per_s: float = 0.0
     seconds: float = 0.0
     interrupted: bool = False
+    stopped_by: str | None = None  # a guard's diagnosis when a guard ended the run
     report: str | None = None
     events: list[dict] = field(default_factory=list)
 
@@ -111,6 +116,12 @@ def train(
     minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
     mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
     step, epoch, position, best, frozen = 0, 0, 0, None, False
+    g = r.guards
+    numeric = NumericGuard(g)
+    history: dict[str, list[float]] = {"val": [], "train": [], "loss": []}
+    correct, seen = torch.zeros((), device=device, dtype=torch.long), 0
+    gpu_memory: tuple[list, list] = ([], [])
+    warned: set[str] = set()
 
     # -- resume -----------------------------------------------------------------------------------
     if resume:
@@ -131,12 +142,14 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         checkpoint.set_rng_state(ck["rng"])
+        if "guards" in ck:  # checkpoints from before the guards have no guard state
+            numeric.load_state(ck["guards"])
         metrics.truncate_after(metrics_path, step)
         summary.resumed_from = step
         log(f"resumed {out} at step {step} (epoch {epoch}, sample {position})")
     else:
         metrics_path.unlink(missing_ok=True)
-    sched.step_update(step)
+    set_lr(sched, opt, step, numeric.lr_scale)
     (out / RECIPE).write_text(_yaml(r))
 
     def state() -> dict:
@@ -152,6 +165,7 @@ def train(
             "rng": checkpoint.rng_state(),
             "classes": list(m.classes),
             "recipe": r.model_dump(mode="json"),
+            "guards": numeric.state(),
         }
 
     loader_args = dict(
@@ -187,11 +201,23 @@ def train(
     if threading.current_thread() is threading.main_thread():  # signals reach the main thread
         old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     tb = _tensorboard(r, out, log)
+    watch = None
+    if g.enabled and g.memory:
+        watch = HostMemoryWatch(
+            g.memory_interval_s,
+            g.memory_warmup_s,
+            g.leak_mb_per_s,
+            g.leak_sustain_s,
+            g.leak_window_s,
+            g.tracemalloc,
+        ).start()
+    thermal = _thermal_guard(g, device, log) if g.enabled else None
 
     # -- the loop ---------------------------------------------------------------------------------
     t0, images, last_log = time.monotonic(), 0, (time.monotonic(), 0)
     stream = batches()
     bar = _Progress(progress, r.total_steps, step)
+    numeric.maybe_snapshot(step, model, opt, scaler)  # a good state to fall back on from step 0
     try:
         while step < r.total_steps and not stop["requested"]:
             if not frozen and r.freeze_last_fraction > 0 and step >= freeze_at and to_freeze:
@@ -199,6 +225,8 @@ def train(
                 frozen = True
                 event("freeze", f"froze the {r.freeze_groups} lowest layer groups ({n} tensors)")
             model.train()
+            if g.enabled:
+                numeric.begin_step(model)
             loss_sum = torch.zeros((), device=device)
             for micro in range(r.grad_accum):
                 x, y = next(stream)
@@ -218,49 +246,174 @@ def train(
                 loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
                 scaler.scale(loss / r.grad_accum).backward()
                 loss_sum += loss.detach()
+                correct += (logits.detach().argmax(dim=1) == y).sum()
+                seen += len(y)
             scaler.unscale_(opt)  # clip what the optimizer will see, not the scaled gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.grad is not None],
                 r.grad_clip if r.grad_clip else float("inf"),
             )
+            # The numeric guard: one device sync for loss and grad norm, then skip or roll back.
+            verdict = "ok"
+            if g.enabled:
+                verdict = numeric.check(loss_sum / r.grad_accum, grad_norm, scaler, model)
+            if verdict in ("skip", "rollback"):
+                scaler.update()  # closes this step's unscale_ for the GradScaler
+                opt.zero_grad(set_to_none=True)
+                numeric.undo_buffers()
+                done = r.batch_size * r.grad_accum
+                event(
+                    "numeric_skip",
+                    f"bad step skipped (loss {numeric.last[0]:.4g}, grad norm "
+                    f"{numeric.last[1]:.4g}); its batch: epoch {epoch}, samples "
+                    f"{max(position - done, 0)}-{position}",
+                )
+                if verdict == "rollback":
+                    step = numeric.rollback(model, opt, scaler, opt.param_groups[0]["lr"])
+                    set_lr(sched, opt, step, numeric.lr_scale)
+                    event(
+                        "numeric_rollback",
+                        f"{g.max_consecutive_bad} bad steps in a row: rolled back to step {step}, "
+                        f"learning rate now x{numeric.lr_scale:g} of the schedule",
+                    )
+                continue
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
             step += 1
-            sched.step_update(step)
+            set_lr(sched, opt, step, numeric.lr_scale)
+            if g.enabled:
+                numeric.maybe_snapshot(step, model, opt, scaler)
             images += r.batch_size * r.grad_accum
 
             if step % r.log_every == 0 or step == r.total_steps:
                 now = time.monotonic()
                 rate = (images - last_log[1]) / max(now - last_log[0], 1e-9)
+                if not g.enabled:  # the numeric guard's sync did not happen: do it here
+                    numeric.last = tuple(torch.stack([loss_sum / r.grad_accum, grad_norm]).tolist())
                 last_log = (now, images)
                 rec = {
                     "kind": "train",
                     "step": step,
                     "epoch": epoch,
-                    "loss": (loss_sum / r.grad_accum).item(),
+                    "loss": numeric.last[0],
                     "lr": opt.param_groups[0]["lr"],
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": numeric.last[1],
                     "images_per_s": rate,
                     "time": now - t0,
                 }
                 metrics.append(metrics_path, rec)
                 _tb_write(tb, rec)
                 bar.update(step, rec)
+                history["loss"].append(rec["loss"])
+                if device.type == "cuda":  # GPU memory growth: the host leak's slope logic
+                    gpu_memory[0].append(now)
+                    gpu_memory[1].append(torch.cuda.memory_allocated())
+                    grows, slope = sustained_growth(
+                        np.array(gpu_memory[0]), np.array(gpu_memory[1]),
+                        g.leak_mb_per_s * 2**20, g.leak_sustain_s, g.leak_window_s,
+                    )  # fmt: skip
+                    if grows and "gpu" not in warned:
+                        warned.add("gpu")
+                        event("gpu_memory_growth", f"allocated GPU memory grows "
+                              f"{slope / 2**20:.2f} MB/s: tensors kept across steps?")  # fmt: skip
             if step % r.eval_every == 0 or step == r.total_steps:
                 ev = evaluate(model, val_ds, r, device, amp_dtype, n_classes)
                 if ev is not None:
+                    ev["train_accuracy"] = correct.item() / max(seen, 1)
+                    correct.zero_()
+                    seen = 0
                     metrics.append(metrics_path, {"kind": "eval", "step": step, **ev})
                     _tb_write(tb, {"step": step, "val_accuracy": ev["accuracy"]})
                     summary.val_accuracy = ev["accuracy"]
-                    if best is None or ev["accuracy"] > best:
+                    history["val"].append(ev["accuracy"])
+                    history["train"].append(ev["train_accuracy"])
+                    if (best is None or ev["accuracy"] > best) and all_finite(model):
                         best = ev["accuracy"]
                         checkpoint.save(out / checkpoint.BEST, state())
-                    bar.note(f"step {step}: val accuracy {ev['accuracy']:.4f} (best {best:.4f})")
+                        warned.discard("plateau")
+                    bar.note(
+                        f"step {step}: val accuracy {ev['accuracy']:.4f} (best {best or 0:.4f})"
+                    )
+                    # The progress guards: overfitting, then non-convergence.
+                    if (
+                        g.enabled
+                        and overfitting(history["train"], history["val"], g.overfit_gap)
+                        and "overfit" not in warned
+                    ):
+                        warned.add("overfit")
+                        off = ", ".join(regularisers_off(r)) or "none"
+                        event(
+                            "overfit",
+                            f"train accuracy {ev['train_accuracy']:.3f} vs validation "
+                            f"{ev['accuracy']:.3f}, and the gap grows; best.pt keeps the best "
+                            f"({best:.4f}); regularisers off: {off}"
+                            + ("; stopping (stop_on_overfit)" if g.stop_on_overfit else ""),
+                        )
+                        if g.stop_on_overfit:
+                            stop["requested"] = True
+                            summary.stopped_by = "overfitting"
+                    if (
+                        g.enabled
+                        and plateaued(history["val"], g.plateau_patience)
+                        and "plateau" not in warned
+                    ):
+                        warned.add("plateau")
+                        rng = checkpoint.rng_state()  # the checks must not shift the run's RNG
+                        findings = diagnose_plateau(
+                            model,
+                            (x, y),
+                            history["loss"],
+                            n_classes,
+                            set(to_freeze) if frozen else set(),
+                            _label_error_share(data),
+                        )
+                        checkpoint.set_rng_state(rng)
+                        event(
+                            "plateau",
+                            f"no better validation accuracy for {g.plateau_patience} evaluations: "
+                            + "; ".join(findings),
+                        )
             if step % r.checkpoint_every == 0 or step == r.total_steps or stop["requested"]:
-                checkpoint.save(latest, state())
+                if all_finite(model):
+                    checkpoint.save(latest, state())
+                else:  # never write a non-finite model: go back to the last good state instead
+                    event("numeric_nonfinite", "the model holds non-finite values: not saved")
+                    step = numeric.rollback(model, opt, scaler, opt.param_groups[0]["lr"])
+                    set_lr(sched, opt, step, numeric.lr_scale)
+            # Guards on a timer or a flag: memory leaks (and worker recycling), GPU heat.
+            recycle = bool(g.recycle_workers_every) and step % g.recycle_workers_every == 0
+            for alarm in watch.alarms() if watch else []:
+                worker = alarm.pid != os.getpid()
+                event(
+                    "memory_leak",
+                    alarm.message()
+                    + (
+                        "; recycling the DataLoader workers"
+                        if worker and g.recycle_workers_on_leak
+                        else ""
+                        if worker
+                        else "; the training process itself: recycling the "
+                        "workers does not help (tracemalloc: true names the lines)"
+                    ),
+                )
+                recycle |= worker and g.recycle_workers_on_leak
+            if recycle and r.workers > 0:
+                stream.close()  # the workers exit; new ones start where the data stream was
+                stream = batches()
+                if watch:
+                    watch.forget_children()
+                event("recycle_workers", f"DataLoader workers restarted at epoch {epoch}, "
+                      f"sample {position}")  # fmt: skip
+            if thermal is not None:
+                thermal.check(step, event)
+    except GuardStop as e:
+        summary.stopped_by = str(e)
+        event("stop", str(e))
     finally:
         bar.close()
+        if watch is not None:
+            watch.stop()
         for s, h in old_handlers.items():
             signal.signal(s, h)
         if tb is not None:
@@ -278,6 +431,53 @@ def train(
     metrics_summary = {k: v for k, v in asdict(summary).items() if k != "events"}
     (out / "summary.json").write_text(_json(metrics_summary))
     return summary
+
+
+def set_lr(sched, opt, step: int, scale: float) -> None:
+    """The schedule's learning rate for `step`, times the numeric guard's rollback factor."""
+    sched.step_update(step)
+    if scale != 1.0:
+        for group in opt.param_groups:
+            group["lr"] *= scale
+
+
+def _label_error_share(data: Path | str) -> float | None:
+    """The clean stage's label-error share for this manifest's workspace, when it is known."""
+    import json
+
+    p = Path(data)
+    summary = (p if p.is_dir() else p.parent) / "export.json"
+    try:
+        ws = json.loads(summary.read_text())["workspace"]
+        from thresher.catalog import Catalog
+
+        with Catalog(ws, create=False) as cat:
+            s = cat.get_meta("clean_summary")
+        return s["by_issue"].get("label_error", 0) / max(s["files"], 1)
+    except (OSError, KeyError, ValueError, ThresherError):
+        return None
+
+
+def _thermal_guard(g, device, log):
+    from thresher.guard.thermal import NvmlSensor, ThermalGuard
+
+    if g.thermal_sensor == "off":
+        return None
+    if g.thermal_sensor == "nvml":
+        if device.type != "cuda":
+            return None
+        try:
+            sensor = NvmlSensor(torch.cuda.current_device())
+        except Exception as e:  # no driver, no nvidia-ml-py: the run goes on without it
+            log(f"thermal guard off: NVML unavailable ({e})")
+            return None
+    else:
+        from thresher.data.transforms import load_callable
+
+        sensor = load_callable(g.thermal_sensor)()
+    return ThermalGuard(
+        sensor, g.thermal_warn_c, g.thermal_pause_c, g.thermal_resume_c, g.thermal_poll_s
+    )
 
 
 @torch.no_grad()

