@@ -193,6 +193,15 @@ def plain_run(data: Path, steps: int, lr=1e-3, scale=(0.8, 1.0), mimic=None) -> 
 def loop_section(out: Path, data, steps: int) -> str:
     full = write_manifest(out / "m_full", *data["train"], data["test"])
     th = thresher_run(full, out / "run_loop", recipe(steps))
+    # The reported recipe is ImageNet's for 50,000 steps: this budget is 600. The same loop with
+    # a recipe sized for it (the plain loop's optimizer, weight decay and crops, plus warm-up,
+    # label smoothing and clipping; no dropout, rotation, jitter, CutMix or freeze).
+    adapted = recipe(
+        steps, optimizer="adamw", lr=1e-3, weight_decay_backbone=0.05, weight_decay_head=0.05,
+        drop_rate=0.0, drop_path_rate=0.0, crop_scale=(0.8, 1.0), rotation=0, color_jitter=0,
+        label_smoothing=0.1, cutmix="off", freeze_last_fraction=0.0,
+    )  # fmt: skip
+    th2 = thresher_run(full, out / "run_loop_adapted", adapted)
     pl = plain_run(full, steps)
     # Overhead: the same model, optimizer, schedule and augmentation in both loops.
     same = recipe(steps, cutmix="off", oversample=False, drop_rate=0.0, drop_path_rate=0.0,
@@ -216,8 +225,12 @@ def loop_section(out: Path, data, steps: int) -> str:
             f"| thresher, the reported recipe (Lion 2e-3, warm-up + cosine, smoothing 0.15, "
             f"dropout 0.5, drop path 0.2, crop 0.5-1, rotation 30, jitter 0.2, minority CutMix) "
             f"| {th['accuracy']:.4f} | {th['images_per_s']:.0f} |",
+            "| thresher, a recipe sized for 600 steps (AdamW 1e-3, weight decay 0.05, crop 0.8-1, "
+            "flip, warm-up + cosine, smoothing 0.1, clipping; no dropout, drop path, rotation, "
+            f"jitter, CutMix or freeze) | {th2['accuracy']:.4f} | {th2['images_per_s']:.0f} |",
             "",
-            f"Ratio thresher / plain accuracy: {th['accuracy'] / pl['accuracy']:.3f}.",
+            f"Ratio thresher / plain accuracy: {th['accuracy'] / pl['accuracy']:.3f} with the "
+            f"reported recipe, {th2['accuracy'] / pl['accuracy']:.3f} with the sized one.",
             "",
             f"Loop overhead per step, same model, optimizer, schedule and augmentation in both "
             f"({short} steps from the loop's start to its last step, data loading included, "
@@ -315,12 +328,15 @@ def noise_section(out: Path, data, steps: int, n: int = 6000) -> str:
     pacsv.write_csv(pa.table({"path": rel, "label": [CLASSES[i] for i in noisy]}), man)
     ws = out / f"ws_noisy_{n}"
     t0 = time.perf_counter()
-    scan(man, ws, embedder="torchvision:mobilenet_v2", weights=WEIGHTS, progress=False,
-         log=lambda m: None)  # fmt: skip
+    scanned = scan(man, ws, embedder="torchvision:mobilenet_v2", weights=WEIGHTS,
+                   progress=False, log=lambda m: None).scanned  # fmt: skip
     clean(ws, log=lambda m: None)
     from thresher.config import ExportPolicy
 
-    s = export(ws, out / f"export_noisy_{n}", ExportPolicy(val_fraction=0.0), log=lambda m: None)
+    # Fashion-MNIST is 28 px: every image is "low resolution" by the 512 px default, which a
+    # user of small images turns off in the policy. The other actions stay the defaults.
+    policy = ExportPolicy(val_fraction=0.0, actions={"low_resolution": "keep"})
+    s = export(ws, out / f"export_noisy_{n}", policy, log=lambda m: None)
     prep = time.perf_counter() - t0
     import pyarrow.parquet as pq
 
@@ -348,7 +364,10 @@ def noise_section(out: Path, data, steps: int, n: int = 6000) -> str:
     lines = [
         f"### Label noise: {n} training images, 17% flipped, {steps} steps",
         "",
-        f"scan (MobileNetV2 embeddings) + clean + export took {prep:.0f} s.",
+        f"scan (MobileNetV2 embeddings; {scanned} files newly scanned, the others cached in "
+        f"the workspace by an earlier run) + clean + export took {prep:.0f} s. The export policy "
+        "keeps `low_resolution` (every image is 28 px); the rest are the defaults: label "
+        f"errors dropped, duplicates kept once. Dropped: {s.dropped}.",
         "",
         "| training labels | test accuracy |",
         "|---|---|",

@@ -40,14 +40,15 @@ def epoch_indices(
     return idx[rank::world]
 
 
-def sample_seed(seed: int, epoch: int, position: int, rank: int = 0) -> int:
-    """The augmentation seed of one drawn sample: a hash of where it was drawn (< 2**63)."""
+def sample_seeds(seed: int, epoch: int, positions: np.ndarray, rank: int = 0) -> np.ndarray:
+    """The augmentation seed of each drawn sample: a hash of where it was drawn (< 2**63)."""
     from thresher.data.split import splitmix64
 
-    h = np.uint64(seed & (2**64 - 1))
-    for part in (epoch, rank, position):
-        h = splitmix64(h ^ np.uint64(part))
-    return int(h >> np.uint64(1))
+    h = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(epoch))
+    h = splitmix64(h ^ np.uint64(rank))
+    return (splitmix64(h ^ np.asarray(positions, dtype=np.uint64)) >> np.uint64(1)).astype(
+        np.int64
+    )
 
 
 class BalancedSampler(torch.utils.data.Sampler):
@@ -66,8 +67,10 @@ class BalancedSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         idx = epoch_indices(self.weights, self.epoch, self.seed, self.rank, self.world)
-        for pos in range(self.start, len(idx)):
-            yield int(idx[pos]), sample_seed(self.seed, self.epoch, pos, self.rank)
+        # One vectorised hash for the epoch: per-sample Python hashing costs the main process
+        # CPU that, on a small machine, the workers and the model need.
+        seeds = sample_seeds(self.seed, self.epoch, np.arange(len(idx)), self.rank)
+        yield from zip(idx[self.start :].tolist(), seeds[self.start :].tolist(), strict=True)
 
 
 def minority_classes(counts: np.ndarray, below: float = 0.5) -> np.ndarray:

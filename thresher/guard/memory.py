@@ -1,7 +1,7 @@
 """Memory guards: a host-memory leak (main process or DataLoader workers), and GPU memory growth.
 
 What it catches: memory that grows steadily, the leak that ended the field report's run after
-72 hours (+3 MB/s, 64 GB). A background thread samples the RSS and USS of the training process
+72 hours (+3 MB/s, 64 GB). A background thread samples the RSS of the training process
 and of every child (the DataLoader workers) every `memory_interval_s`; after a warm-up it fits a
 robust slope (Theil-Sen: the median of pairwise slopes, so a burst or a freed cache does not
 move it) over the last `leak_window_s`, and alarms when one process grows faster than
@@ -18,7 +18,9 @@ but a flag check. tracemalloc slows allocation-heavy Python code several fold: o
 When wrong: a cache that fills once (a dataset cached in memory during the first epoch) grows
 for a while and then stops: keep `leak_sustain_s` longer than such a warm-up, or raise
 `memory_warmup_s`. A worker's RSS counts pages shared with the parent; USS is the honest
-figure, and is used where the platform gives it.
+figure, but reading it costs tens of milliseconds a process; the guard uses RSS, whose slope
+is the same for a worker (it starts with its parent's pages mapped), and `thresher doctor`,
+which runs once, uses USS.
 """
 
 from __future__ import annotations
@@ -153,8 +155,11 @@ class HostMemoryWatch:
                 return
             for i, p in enumerate(procs):
                 try:
-                    mem = p.memory_full_info()
-                    value = getattr(mem, "uss", mem.rss)
+                    # RSS, from /proc/PID/statm: microseconds. USS needs smaps, tens of ms for a
+                    # large process, which a 2-core machine feels (bench: guard overhead). A
+                    # forked worker's RSS starts at its parent's pages, so its slope is still
+                    # its own growth.
+                    value = p.memory_info().rss
                 except psutil.Error:
                     continue
                 name = "the training process" if i == 0 else "a DataLoader worker"
