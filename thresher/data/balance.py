@@ -46,9 +46,7 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray, rank: int = 0) ->
 
     h = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(epoch))
     h = splitmix64(h ^ np.uint64(rank))
-    return (splitmix64(h ^ np.asarray(positions, dtype=np.uint64)) >> np.uint64(1)).astype(
-        np.int64
-    )
+    return (splitmix64(h ^ np.asarray(positions, dtype=np.uint64)) >> np.uint64(1)).astype(np.int64)
 
 
 class BalancedSampler(torch.utils.data.Sampler):
