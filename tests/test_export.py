@@ -112,45 +112,21 @@ def test_policy_can_relabel_label_errors_and_names_unknown_kinds(cleaned_copy, t
         export(cleaned_copy, tmp_path / "o2", ExportPolicy(actions={"label_eror": "drop"}))
 
 
+def _export_cli(ws, out, policy):
+    return subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "export", "-w", ws, "--out", out,
+         "--policy", policy],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_export_cli_prints_the_class_table(cleaned_copy, tmp_path):
     (tmp_path / "p.yaml").write_text("val_fraction: 0.25\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thresher.cli",
-            "export",
-            "-w",
-            cleaned_copy,
-            "--out",
-            tmp_path / "o",
-            "--policy",
-            tmp_path / "p.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _export_cli(cleaned_copy, tmp_path / "o", tmp_path / "p.yaml")
     assert r.returncode == 0, r.stderr
     assert "before" in r.stdout and "balancing plan" in r.stdout and "files exported" in r.stdout
     m = _manifest(tmp_path / "o")
     assert 0.18 < m["split"].count("val") / len(m["split"]) < 0.3
     (tmp_path / "bad.yaml").write_text("val_fractoin: 0.25\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thresher.cli",
-            "export",
-            "-w",
-            cleaned_copy,
-            "--out",
-            tmp_path / "o",
-            "--policy",
-            tmp_path / "bad.yaml",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _export_cli(cleaned_copy, tmp_path / "o", tmp_path / "bad.yaml")
     assert r.returncode == 2 and 'unknown key "val_fractoin"' in r.stderr

@@ -21,7 +21,7 @@ import numpy as np
 from thresher._callable import make_callable
 from thresher.catalog import Catalog
 from thresher.clean import imbalance
-from thresher.clean.findings import ACTIONS
+from thresher.clean.findings import ACTIONS, GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ExportPolicy
 from thresher.data.split import group_stratified_split
 from thresher.errors import ThresherError
@@ -30,7 +30,6 @@ MANIFEST = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
 SUMMARY = "export.json"
 IMAGEFOLDER = "imagefolder"
-_DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
 
 
 @dataclass
@@ -110,7 +109,7 @@ def export(
         r = row_of.get(image_id)
         if r is None:
             continue
-        if kind in _DUPLICATE_KINDS or kind == "label_conflict":
+        if kind in GROUP_KINDS:
             group[r] = grp
         if decided[r]:
             continue

@@ -40,6 +40,11 @@ ACTIONS = {
 }
 
 
+# Issue kinds whose `grp` is a duplicate group (label_conflict reuses the group of its copies):
+# export keeps a group on one side of the split, review shows the group as evidence.
+GROUP_KINDS = ("exact_duplicate", "near_duplicate", "label_conflict")
+
+
 @dataclass
 class CleanSummary:
     """What clean found: per issue kind the files and their share, and the class balance."""

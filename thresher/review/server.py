@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thresher.catalog import Catalog, EmbeddingRows
+from thresher.clean.findings import GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
 from thresher.review.evidence import label_choices, neighbours
@@ -32,7 +33,6 @@ TOKEN_HEADER = "x-thresher-token"
 NEIGHBOURS = 8
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 _ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
-_DUPLICATE_KINDS = {"exact_duplicate", "near_duplicate", "label_conflict"}
 
 
 class DecisionIn(BaseModel):
@@ -213,7 +213,7 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
                 {"id": int(i), "label": col["label"][row_of(int(i))], "similarity": float(s)}
                 for i, s in zip(ids, sims, strict=True)
             ]
-        group = next((x["group"] for x in issues if x["issue"] in _DUPLICATE_KINDS), None)
+        group = next((x["group"] for x in issues if x["issue"] in GROUP_KINDS), None)
         if group is not None:
             with lock:
                 members = cat.group_members(group)
