@@ -7,7 +7,11 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from thresher.demo import CRAWL_DIR, make_crawl, read_truth
 
@@ -77,3 +81,36 @@ def mobilenet_weights() -> Path:
     path = Path(str(files / "weights" / "mobilenet_v2-b0353104.pth"))
     assert path.is_file(), path
     return path
+
+
+COLOURS = {
+    "red": (200, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 60, 200),
+    "gold": (220, 190, 40),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """An easy 4-class set of 40 px PNGs (class = colour) with an exported-style manifest."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    rows = []
+    sizes = {"red": 40, "green": 30, "blue": 20, "gold": 10}  # imbalanced on purpose
+    for label, n in sizes.items():
+        (root / label).mkdir()
+        for i in range(n):
+            px = np.clip(np.array(COLOURS[label]) + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(
+                np.uint8
+            )
+            path = root / label / f"{i}.png"
+            Image.fromarray(px).save(path)
+            split = "val" if i < 4 else "train"
+            rows.append((str(path), label, split, 1.0 if split == "val" else 40 / n))
+    cols = list(zip(*rows, strict=True))
+    pq.write_table(
+        pa.table({"path": cols[0], "label": cols[1], "split": cols[2], "weight": cols[3]}),
+        root / "manifest.parquet",
+    )
+    return root

@@ -11,11 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 
 from thresher.config import Recipe
 from thresher.data.balance import (
@@ -27,38 +24,6 @@ from thresher.data.balance import (
 )
 from thresher.data.manifest import load_manifest
 from thresher.errors import ThresherError
-
-COLOURS = {
-    "red": (200, 40, 40),
-    "green": (40, 180, 60),
-    "blue": (40, 60, 200),
-    "gold": (220, 190, 40),
-}
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """An easy 4-class set of 40 px PNGs (class = colour) with an exported-style manifest."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    rows = []
-    sizes = {"red": 40, "green": 30, "blue": 20, "gold": 10}  # imbalanced on purpose
-    for label, n in sizes.items():
-        (root / label).mkdir()
-        for i in range(n):
-            px = np.clip(np.array(COLOURS[label]) + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(
-                np.uint8
-            )
-            path = root / label / f"{i}.png"
-            Image.fromarray(px).save(path)
-            split = "val" if i < 4 else "train"
-            rows.append((str(path), label, split, 1.0 if split == "val" else 40 / n))
-    cols = list(zip(*rows, strict=True))
-    pq.write_table(
-        pa.table({"path": cols[0], "label": cols[1], "split": cols[2], "weight": cols[3]}),
-        root / "manifest.parquet",
-    )
-    return root
 
 
 def tiny_recipe(**over) -> Recipe:
@@ -358,3 +323,17 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tiny_data, tmp_path):
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert 3 <= ck["step"] < 400
     assert f"stopped at step {ck['step']}" in stdout and "--resume" in stdout
+
+
+def test_the_weights_do_not_depend_on_the_worker_count(tiny_data, tmp_path):
+    # Augmentation draws from per-sample seeds, in a worker or (workers=0) in the training
+    # process itself, which then gets its own RNG streams back: dropout sees the same draws.
+    from thresher.train.loop import train
+
+    runs = {}
+    for workers in (0, 2):
+        r = tiny_recipe(total_steps=3, workers=workers, eval_every=100, checkpoint_every=3)
+        train(r, tiny_data, tmp_path / f"w{workers}", progress=False, log=lambda m: None)
+        runs[workers] = torch.load(tmp_path / f"w{workers}/checkpoint.pt", weights_only=True)
+    a, b = runs[0]["model"], runs[2]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
