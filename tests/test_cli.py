@@ -42,7 +42,7 @@ def test_help_lists_every_command():
 
 @pytest.mark.parametrize(
     "command, issue",
-    [("ddp-check", 7), ("cost", 7)],
+    [("cost", 7)],
 )
 def test_unbuilt_commands_say_which_issue_brings_them(command, issue):
     r = run(command, "recipe.yaml", "--nproc", "2")

@@ -277,6 +277,11 @@ class Recipe(_Strict):
     )
     # running
     seed: int = Field(0, description="One seed for everything (ranks, sampler, augmentation).")
+    sync_batchnorm: bool = Field(
+        False,
+        description="With several processes on GPUs: batch-norm statistics over the global "
+        "batch (SyncBatchNorm), not per process. Needs CUDA; ignored, with a note, on CPUs.",
+    )
     workers: int = Field(4, ge=0, description="DataLoader worker processes.")
     eval_every: int = Field(1000, ge=1, description="Evaluate every this many optimizer steps.")
     checkpoint_every: int = Field(

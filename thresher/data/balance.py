@@ -40,12 +40,15 @@ def epoch_indices(
     return idx[rank::world]
 
 
-def sample_seeds(seed: int, epoch: int, positions: np.ndarray, rank: int = 0) -> np.ndarray:
-    """The augmentation seed of each drawn sample: a hash of where it was drawn (< 2**63)."""
+def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """The augmentation seed of each drawn sample: a hash of (seed, epoch, global position).
+
+    The global position is the place in the epoch's whole list, whichever rank draws it: a
+    sample gets the same crop at any world size (what `thresher ddp-check` compares).
+    """
     from thresher.data.split import splitmix64
 
     h = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(epoch))
-    h = splitmix64(h ^ np.uint64(rank))
     return (splitmix64(h ^ np.asarray(positions, dtype=np.uint64)) >> np.uint64(1)).astype(np.int64)
 
 
@@ -67,7 +70,8 @@ class BalancedSampler(torch.utils.data.Sampler):
         idx = epoch_indices(self.weights, self.epoch, self.seed, self.rank, self.world)
         # One vectorised hash for the epoch: per-sample Python hashing costs the main process
         # CPU that, on a small machine, the workers and the model need.
-        seeds = sample_seeds(self.seed, self.epoch, np.arange(len(idx)), self.rank)
+        where = np.arange(len(idx)) * self.world + self.rank  # positions in the whole epoch
+        seeds = sample_seeds(self.seed, self.epoch, where)
         yield from zip(idx[self.start :].tolist(), seeds[self.start :].tolist(), strict=True)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,12 +36,16 @@ from thresher.errors import ThresherError
 from thresher.guard.memory import HostMemoryWatch, sustained_growth
 from thresher.guard.numeric import GuardStop, NumericGuard, all_finite
 from thresher.guard.progress import diagnose_plateau, overfitting, plateaued, regularisers_off
-from thresher.train import checkpoint, metrics
+from thresher.train import checkpoint, distributed, metrics
 from thresher.train.model import create_model, freeze, lowest_layers, param_groups
 from thresher.train.optim import optimizer, scheduler
 
 METRICS = "metrics.jsonl"
 RECIPE = "recipe.yaml"
+# Events about one process's own machine: every rank reports its own. The rest (numeric,
+# freeze, progress) are the same on every rank and rank 0 says them once.
+_RANK_EVENTS = {"memory_leak", "recycle_workers", "gpu_memory_growth", "thermal_warn",
+                "thermal_pause", "thermal_resume"}  # fmt: skip
 
 
 @dataclass
@@ -72,6 +77,11 @@ def train(
     """Train RECIPE on the manifest in DATA, writing checkpoints, metrics and a report to OUT."""
     # -- setup ------------------------------------------------------------------------------------
     r = recipe if isinstance(recipe, Recipe) else load_yaml(Path(recipe), Recipe)
+    ranks, device = distributed.init()
+    rank_log = log  # what only this rank knows (its memory, its GPU) is said by every rank
+    if not ranks.main:
+        log = _silent  # noqa: F811 - the rest is said once, by rank 0
+        rank_log = lambda m: print(f"[rank {ranks.rank}] {m}", file=sys.stderr, flush=True)  # noqa: E731
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, latest = out / METRICS, out / checkpoint.LATEST
@@ -84,8 +94,11 @@ def train(
     def event(kind: str, message: str, **extra) -> None:
         e = {"kind": "event", "step": step, "event": kind, "message": message, **extra}
         summary.events.append(e)
-        metrics.append(metrics_path, e)
-        log(f"[{kind}] step {step}: {message}")
+        if ranks.main:
+            metrics.append(metrics_path, e)
+            log(f"[{kind}] step {step}: {message}")
+        elif kind in _RANK_EVENTS:
+            rank_log(f"[{kind}] step {step}: {message}")
 
     torch.manual_seed(r.seed)
     m = load_manifest(data)
@@ -95,12 +108,18 @@ def train(
             f"{len(train_rows)} training images, fewer than one batch ({r.batch_size})"
         )
     n_classes = len(m.classes)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[r.amp]
     if amp_dtype is torch.float16 and device.type != "cuda":
         log("fp16 mixed precision needs CUDA: this run is float32 on the CPU (amp: bf16 works)")
         amp_dtype = None
     model = create_model(r, n_classes, log).to(device)
+    if r.sync_batchnorm and ranks.world > 1:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log("sync_batchnorm needs CUDA: batch-norm statistics stay per process on CPUs")
+    # Same weights on every rank (seeded above); from here on, each rank its own stream.
+    torch.manual_seed(distributed.rank_seed(r.seed, ranks.rank))
     groups = param_groups(model, r.weight_decay_backbone, r.weight_decay_head)
     opt = optimizer(r, groups)
     sched = scheduler(opt, r)
@@ -111,10 +130,11 @@ def train(
     train_ds = ImageDataset(m.paths[train_rows], m.targets[train_rows], train_transform(r), view_px)
     val_ds = ImageDataset(m.paths[val_rows], m.targets[val_rows], eval_transform(r), view_px)
     weights = m.weights[train_rows] if r.oversample else np.ones(len(train_rows), np.float32)
-    sampler = BalancedSampler(weights, seed=r.seed)
+    sampler = BalancedSampler(weights, seed=r.seed, rank=ranks.rank, world=ranks.world)
     counts = np.bincount(m.targets[train_rows], minlength=n_classes)
     minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
     mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
+    ctx = StepContext(r, n_classes, minority, mixer, amp_dtype)
     step, epoch, position, best, frozen = 0, 0, 0, None, False
     g = r.guards
     numeric = NumericGuard(g)
@@ -136,23 +156,32 @@ def train(
             log(f"resuming with a changed recipe: {', '.join(changed)}")
         model.load_state_dict(ck["model"])
         step, epoch, position, best = ck["step"], ck["epoch"], ck["position"], ck["best"]
+        if ck.get("world", 1) != ranks.world:  # the same share of the epoch, dealt anew
+            position = position * ck.get("world", 1) // ranks.world
+            log(f"resuming a {ck.get('world', 1)}-process run with {ranks.world}: the data "
+                "order goes on, dropout and augmentation streams start afresh")  # fmt: skip
         if ck["frozen"]:
             freeze(model, to_freeze)
             frozen = True
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
-        checkpoint.set_rng_state(ck["rng"])
+        rngs = ck.get("rng_ranks") or [ck["rng"]]
+        checkpoint.set_rng_state(rngs[ranks.rank] if len(rngs) == ranks.world else ck["rng"])
+        if len(rngs) != ranks.world:
+            torch.manual_seed(distributed.rank_seed(r.seed + step, ranks.rank))
         if "guards" in ck:  # checkpoints from before the guards have no guard state
             numeric.load_state(ck["guards"])
         metrics.truncate_after(metrics_path, step)
         summary.resumed_from = step
         log(f"resumed {out} at step {step} (epoch {epoch}, sample {position})")
-    else:
+    elif ranks.main:
         metrics_path.unlink(missing_ok=True)
     set_lr(sched, opt, step, numeric.lr_scale)
-    (out / RECIPE).write_text(_yaml(r))
+    if ranks.main:
+        (out / RECIPE).write_text(_yaml(r))
+    net = distributed.wrap(model, ranks, device)  # DDP broadcasts rank 0's weights here
 
-    def state() -> dict:
+    def state(rngs: list | None = None) -> dict:
         return {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -163,6 +192,8 @@ def train(
             "best": best,
             "frozen": frozen,
             "rng": checkpoint.rng_state(),
+            "rng_ranks": rngs,  # every rank's RNG state (DDP), else None
+            "world": ranks.world,
             "classes": list(m.classes),
             "recipe": r.model_dump(mode="json"),
             "guards": numeric.state(),
@@ -200,7 +231,7 @@ def train(
     old_handlers = {}
     if threading.current_thread() is threading.main_thread():  # signals reach the main thread
         old_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    tb = _tensorboard(r, out, log)
+    tb = _tensorboard(r, out, log) if ranks.main else None
     watch = None
     if g.enabled and g.memory:
         watch = HostMemoryWatch(
@@ -216,13 +247,15 @@ def train(
     # -- the loop ---------------------------------------------------------------------------------
     t0, images, last_log = time.monotonic(), 0, (time.monotonic(), 0)
     stream = batches()
-    bar = _Progress(progress, r.total_steps, step)
+    bar = _Progress(progress and ranks.main, r.total_steps, step)
+    stopping = False  # the stop all ranks agreed on (a local request joins at the step's end)
     numeric.maybe_snapshot(step, model, opt, scaler)  # a good state to fall back on from step 0
     try:
-        while step < r.total_steps and not stop["requested"]:
+        while step < r.total_steps and not stopping:
             if not frozen and r.freeze_last_fraction > 0 and step >= freeze_at and to_freeze:
                 n = freeze(model, to_freeze)
                 frozen = True
+                net = distributed.wrap(model, ranks, device)  # DDP hooks only what trains
                 event("freeze", f"froze the {r.freeze_groups} lowest layer groups ({n} tensors)")
             model.train()
             if g.enabled:
@@ -231,22 +264,13 @@ def train(
             for micro in range(r.grad_accum):
                 x, y = next(stream)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if mixer is not None:
-                    np.random.seed((r.seed * 1_000_003 + step * r.grad_accum + micro) % 2**32)
-                    x, soft = mixer(x, y)  # timm's Mixup smooths the labels itself
-                else:
-                    soft = smooth_one_hot(y, n_classes, r.label_smoothing)
-                    if r.cutmix == "minority":
-                        rng = np.random.default_rng([r.seed, step, micro])
-                        x, soft = minority_cutmix(
-                            x, soft, y, minority, r.cutmix_prob, r.cutmix_alpha, rng
-                        )
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(x)
-                loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-                scaler.scale(loss / r.grad_accum).backward()
-                loss_sum += loss.detach()
-                correct += (logits.detach().argmax(dim=1) == y).sum()
+                with distributed.no_sync(net, last=micro == r.grad_accum - 1):
+                    draw = micro * ranks.world + ranks.rank  # its place in the global step
+                    loss, logits = forward_backward(
+                        net, x, y, ctx, step, draw, r.grad_accum, scaler
+                    )
+                loss_sum += loss
+                correct += (logits.argmax(dim=1) == y).sum()
                 seen += len(y)
             scaler.unscale_(opt)  # clip what the optimizer will see, not the scaled gradients
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -254,9 +278,11 @@ def train(
                 r.grad_clip if r.grad_clip else float("inf"),
             )
             # The numeric guard: one device sync for loss and grad norm, then skip or roll back.
+            # The loss is every rank's mean, the grad norm already all-reduced: one verdict.
+            loss_step = distributed.mean(loss_sum / r.grad_accum, ranks)
             verdict = "ok"
             if g.enabled:
-                verdict = numeric.check(loss_sum / r.grad_accum, grad_norm, scaler, model)
+                verdict = numeric.check(loss_step, grad_norm, scaler, model)
             if verdict in ("skip", "rollback"):
                 scaler.update()  # closes this step's unscale_ for the GradScaler
                 opt.zero_grad(set_to_none=True)
@@ -284,13 +310,13 @@ def train(
             set_lr(sched, opt, step, numeric.lr_scale)
             if g.enabled:
                 numeric.maybe_snapshot(step, model, opt, scaler)
-            images += r.batch_size * r.grad_accum
+            images += r.batch_size * r.grad_accum * ranks.world
 
             if step % r.log_every == 0 or step == r.total_steps:
                 now = time.monotonic()
                 rate = (images - last_log[1]) / max(now - last_log[0], 1e-9)
                 if not g.enabled:  # the numeric guard's sync did not happen: do it here
-                    numeric.last = tuple(torch.stack([loss_sum / r.grad_accum, grad_norm]).tolist())
+                    numeric.last = tuple(torch.stack([loss_step, grad_norm]).tolist())
                 last_log = (now, images)
                 rec = {
                     "kind": "train",
@@ -302,7 +328,8 @@ def train(
                     "images_per_s": rate,
                     "time": now - t0,
                 }
-                metrics.append(metrics_path, rec)
+                if ranks.main:
+                    metrics.append(metrics_path, rec)
                 _tb_write(tb, rec)
                 bar.update(step, rec)
                 history["loss"].append(rec["loss"])
@@ -318,11 +345,17 @@ def train(
                         event("gpu_memory_growth", f"allocated GPU memory grows "
                               f"{slope / 2**20:.2f} MB/s: tensors kept across steps?")  # fmt: skip
             if step % r.eval_every == 0 or step == r.total_steps:
-                ev = evaluate(model, val_ds, r, device, amp_dtype, n_classes)
+                train_accuracy = distributed.total(int(correct.item()), ranks) / max(
+                    distributed.total(seen, ranks), 1
+                )
+                correct.zero_()
+                seen = 0
+                # Rank 0 evaluates; a stop it decides reaches the others at this step's end.
+                ev = None
+                if ranks.main:
+                    ev = evaluate(model, val_ds, r, device, amp_dtype, n_classes)
                 if ev is not None:
-                    ev["train_accuracy"] = correct.item() / max(seen, 1)
-                    correct.zero_()
-                    seen = 0
+                    ev["train_accuracy"] = train_accuracy
                     metrics.append(metrics_path, {"kind": "eval", "step": step, **ev})
                     _tb_write(tb, {"step": step, "val_accuracy": ev["accuracy"]})
                     summary.val_accuracy = ev["accuracy"]
@@ -374,9 +407,12 @@ def train(
                             f"no better validation accuracy for {g.plateau_patience} evaluations: "
                             + "; ".join(findings),
                         )
-            if step % r.checkpoint_every == 0 or step == r.total_steps or stop["requested"]:
-                if all_finite(model):
-                    checkpoint.save(latest, state())
+            stopping = distributed.anyone(stop["requested"], ranks)
+            if step % r.checkpoint_every == 0 or step == r.total_steps or stopping:
+                if all_finite(model):  # the same weights on every rank: the same answer
+                    rngs = distributed.gather(checkpoint.rng_state(), ranks)
+                    if ranks.main:
+                        checkpoint.save(latest, state(rngs if ranks.world > 1 else None))
                 else:  # never write a non-finite model: go back to the last good state instead
                     event("numeric_nonfinite", "the model holds non-finite values: not saved")
                     step = numeric.rollback(model, opt, scaler, opt.param_groups[0]["lr"])
@@ -418,6 +454,7 @@ def train(
             signal.signal(s, h)
         if tb is not None:
             tb.close()
+        distributed.finish()
 
     summary.interrupted = step < r.total_steps
     summary.steps = step
@@ -425,12 +462,56 @@ def train(
     summary.best_val_accuracy = best
     summary.seconds = time.monotonic() - t0
     summary.images_per_s = images / max(summary.seconds, 1e-9)
-    from thresher.train.report import run_report
+    if ranks.main:
+        from thresher.train.report import run_report
 
-    summary.report = str(run_report(out))
-    metrics_summary = {k: v for k, v in asdict(summary).items() if k != "events"}
-    (out / "summary.json").write_text(_json(metrics_summary))
+        summary.report = str(run_report(out))
+        metrics_summary = {k: v for k, v in asdict(summary).items() if k != "events"}
+        (out / "summary.json").write_text(_json(metrics_summary))
     return summary
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a micro-step needs besides its batch: the recipe and the run's fixed choices."""
+
+    recipe: Recipe
+    n_classes: int
+    minority: torch.Tensor  # (K,) bool: the classes minority CutMix pastes from
+    mixer: object | None  # timm's Mixup when cutmix is "timm"
+    amp_dtype: torch.dtype | None
+
+
+def forward_backward(
+    net: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ctx: StepContext,
+    step: int,
+    draw: int,
+    divisor: int,
+    scaler,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch: mix, forward, soft-target loss, backward of loss / divisor.
+
+    `draw` numbers the micro-batch within the optimizer step over all ranks (micro x world +
+    rank), so CutMix draws the same box for the same images at any world size. Returns the
+    detached loss and logits.
+    """
+    r = ctx.recipe
+    if ctx.mixer is not None:
+        np.random.seed((r.seed * 1_000_003 + step * 1_000 + draw) % 2**32)
+        x, soft = ctx.mixer(x, y)  # timm's Mixup smooths the labels itself
+    else:
+        soft = smooth_one_hot(y, ctx.n_classes, r.label_smoothing)
+        if r.cutmix == "minority":
+            rng = np.random.default_rng([r.seed, step, draw])
+            x, soft = minority_cutmix(x, soft, y, ctx.minority, r.cutmix_prob, r.cutmix_alpha, rng)
+    with torch.autocast(x.device.type, dtype=ctx.amp_dtype, enabled=ctx.amp_dtype is not None):
+        logits = net(x)
+    loss = torch.sum(-soft * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+    scaler.scale(loss / divisor).backward()
+    return loss.detach(), logits.detach()
 
 
 def set_lr(sched, opt, step: int, scale: float) -> None:
@@ -439,6 +520,10 @@ def set_lr(sched, opt, step: int, scale: float) -> None:
     if scale != 1.0:
         for group in opt.param_groups:
             group["lr"] *= scale
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def _label_error_share(data: Path | str) -> float | None:
