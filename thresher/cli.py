@@ -125,18 +125,6 @@ def demo(
     )
 
 
-def _not_built(command: str, issue: int, what: str):
-    def stub(ctx: typer.Context) -> None:
-        err.print(f"`thresher {command}` is not built yet: issue #{issue} brings it ({what}).")
-        raise typer.Exit(2)
-
-    stub.__doc__ = f"(not built yet: issue #{issue}) {what}"
-    app.command(
-        command,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(stub)
-
-
 @app.command()
 def clean(
     workspace: Path = Workspace,
@@ -391,7 +379,75 @@ def ddp_check(
         raise typer.Exit(1)
 
 
-_not_built("cost", 7, "time and money of a training plan, cloud vs local")
+@app.command()
+def cost(
+    images: int = typer.Option(None, help="Training images (1,000,000)."),
+    epochs: float = typer.Option(None, help="Passes over them (90)."),
+    steps: int = typer.Option(None, help="Optimizer steps instead of epochs (with --batch-size)."),
+    batch_size: int = typer.Option(None, help="Global batch, with --steps (256)."),
+    model: str = typer.Option(None, help="timm model (resnet50)."),
+    image_size: int = typer.Option(None, help="Training image size, px (224)."),
+    options: Path = typer.Option(
+        None,
+        help="YAML plan (thresher/config.py CostPlan): its `options` list prices your own "
+        "cloud offers and machines; the flags above override its plan.",
+    ),
+    measure: bool = typer.Option(
+        False, help="Also time real training steps of the model on this machine's device."
+    ),
+    measure_steps: int = typer.Option(5, min=1, help="Steps timed by --measure."),
+    measure_batch: int = typer.Option(32, min=1, help="Batch size of the --measure steps."),
+    amortise: bool = typer.Option(
+        True, help="Count the owned GPUs' purchase price, spread over their lifetime."
+    ),
+) -> None:
+    """Time and money of a training plan, cloud vs local, side by side.
+
+    Throughput is measured (--measure) or taken from a table of published ResNet-50 rates
+    (thresher/cost.py RATES, with sources), scaled to the model by FLOPs. Every price is an
+    input: see --options.
+    """
+    from thresher.config import CostPlan, load_yaml
+    from thresher.cost import RATES, format_hours
+    from thresher.cost import cost as run_cost
+    from thresher.cost import measure as run_measure
+
+    p = load_yaml(options, CostPlan) if options else CostPlan()
+    given = dict(images=images, epochs=epochs, steps=steps, batch_size=batch_size, model=model,
+                 image_size=image_size)  # fmt: skip
+    p = _config(CostPlan, **{**p.model_dump(), **{k: v for k, v in given.items() if v is not None}})
+    if not amortise:
+        p = p.model_copy(
+            update={"options": [o.model_copy(update={"purchase_price_per_gpu": 0.0})
+                                for o in p.options]}
+        )  # fmt: skip
+    measured = None
+    if measure:
+        measured = run_measure(p.model, p.image_size, measure_batch, measure_steps,
+                               log=lambda m: err.print(m, markup=False))  # fmt: skip
+    rows = run_cost(p, measured)
+    what = (f"{p.steps:,} steps x {p.batch_size}" if p.steps
+            else f"{p.images:,} images x {p.epochs:g} epochs")  # fmt: skip
+    c = p.currency
+    t = Table(title=f"cost: {p.model} at {p.image_size} px, {what}")
+    for col in ("option", "GPUs", "img/s", "time", "rent", "kWh", "power", "hardware", "total"):
+        t.add_column(col, justify="left" if col == "option" else "right")
+    def money(v: float) -> str:
+        return f"{c}{v:,.0f}" if v >= 100 else f"{c}{v:,.2f}"
+
+    for e in rows:
+        t.add_row(e.option, str(e.gpus), f"{e.images_per_s:,.0f}", format_hours(e.hours),
+                  money(e.rent), f"{e.kwh:,.1f}", money(e.power), money(e.hardware),
+                  money(e.total))  # fmt: skip
+    out.print(t)
+    used = {o.gpu for o in p.options if o.images_per_s_per_gpu is None and o.gpu in RATES}
+    for gpu in sorted(used):
+        g = RATES[gpu]
+        out.print(f"{gpu}: {g.images_per_s:,.0f} img/s for resnet50 at 224 px, {g.watts:.0f} W; "
+                  f"source: {g.source}", markup=False)  # fmt: skip
+    if used and (p.model, p.image_size) != ("resnet50", 224):
+        out.print(f"rates scaled to {p.model} at {p.image_size} px by forward FLOPs "
+                  "(an estimate: --measure on the GPU itself is better)")  # fmt: skip
 
 
 def _config(schema, /, **values):

@@ -295,6 +295,73 @@ class Recipe(_Strict):
 M = TypeVar("M", bound=BaseModel)
 
 
+class CostOption(_Strict):
+    """One way to pay for a run: GPUs rented by the hour, or owned and powered (thresher cost)."""
+
+    name: str = Field(..., description="What the table calls it.")
+    gpu: str = Field(
+        "A100",
+        description="A GPU of thresher.cost.RATES (A100, V100, RTX 4090, RTX 3090) or any "
+        "name with images_per_s_per_gpu.",
+    )
+    count: int = Field(1, ge=1, description="GPUs.")
+    images_per_s_per_gpu: float | None = Field(
+        None, gt=0, description="Training images/s of one GPU for this plan (default: RATES)."
+    )
+    scaling: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Data-parallel efficiency from 2 GPUs on (NVIDIA measured 0.84 on 8 A100s, "
+        "a 2x RTX 4090 box 0.945).",
+    )
+    price_per_gpu_hour: float = Field(0.0, ge=0, description="Rent per GPU-hour (cloud).")
+    watts_per_gpu: float | None = Field(
+        None, ge=0, description="Power draw of one GPU under training (default: its TDP)."
+    )
+    system_watts: float = Field(0.0, ge=0, description="The rest of the machine (CPU, disks).")
+    electricity_per_kwh: float = Field(0.0, ge=0, description="Electricity price (owned GPUs).")
+    purchase_price_per_gpu: float = Field(
+        0.0, ge=0, description="Purchase price of one GPU, amortised over lifetime_years."
+    )
+    lifetime_years: float = Field(3.0, gt=0, description="Years the purchase is spread over.")
+
+
+def _default_cost_options() -> list[CostOption]:
+    # The field report's two options. $4.2 per A100-hour is the report's figure; $0.16/kWh
+    # about the 2024 US residential average (EIA); $1,599 the RTX 4090's launch price.
+    return [
+        CostOption(name="cloud: 4x A100", gpu="A100", count=4, price_per_gpu_hour=4.2),
+        CostOption(
+            name="local: 2x RTX 4090",
+            gpu="RTX 4090",
+            count=2,
+            system_watts=150,
+            electricity_per_kwh=0.16,
+            purchase_price_per_gpu=1599,
+        ),
+    ]
+
+
+class CostPlan(_Strict):
+    """A training plan and the options to price it on (thresher cost --options FILE.yaml)."""
+
+    images: int = Field(1_000_000, ge=1, description="Training images.")
+    epochs: float = Field(90.0, gt=0, description="Passes over them (unless steps is given).")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps, instead of epochs.")
+    batch_size: int = Field(256, ge=1, description="Global batch (with steps).")
+    model: str = Field("resnet50", description="timm model name.")
+    image_size: int = Field(224, ge=16, description="Training image size, px.")
+    currency: str = Field("$", description="The prices' currency, as printed.")
+    options: list[CostOption] = Field(default_factory=_default_cost_options)
+    machine_watts: float = Field(
+        0.0, ge=0, description="With --measure: this machine's draw while training, watts."
+    )
+    machine_electricity_per_kwh: float = Field(
+        0.0, ge=0, description="With --measure: this machine's electricity price."
+    )
+
+
 def load_yaml(path: Path, model: type[M]) -> M:
     """Read a YAML file into `model`, naming the offending key in one line on any error."""
     try:
