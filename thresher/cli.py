@@ -45,7 +45,18 @@ def scan(
     ),
     workspace: Path = Workspace,
     workers: int = typer.Option(
-        None, help="Worker processes (default: every core; 0 = in this process)."
+        None,
+        help="Worker processes (default: every core; 0 = in this process). With --engine ray: "
+        "actors (default: every CPU of the cluster).",
+    ),
+    engine: str = typer.Option(
+        "local",
+        help="local: processes on this machine. ray: the decode/hash/embed stage on a Ray "
+        "cluster (pip install 'thresher[ray]'; every node must see SOURCE at the same path); "
+        "the same catalog either way.",
+    ),
+    address: str = typer.Option(
+        None, help="With --engine ray: the cluster to join (host:port); default: a local Ray."
     ),
     embed: bool = typer.Option(True, help="Compute embeddings when a backbone is available."),
     embedder: str = typer.Option(
@@ -76,6 +87,8 @@ def scan(
         source,
         workspace,
         workers=workers,
+        engine=engine,
+        address=address,
         embed=embed,
         embedder=embedder,
         weights=weights,

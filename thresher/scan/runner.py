@@ -66,6 +66,8 @@ def scan(
     workspace: Path | str = DEFAULT_WORKSPACE,
     *,
     workers: int | None = None,
+    engine: str = "local",
+    address: str | None = None,
     embed: bool = True,
     embedder: str = DEFAULT_EMBEDDER,
     weights: Path | str | None = None,
@@ -82,9 +84,13 @@ def scan(
     available, an embedding. Rerunning is incremental: unchanged files are skipped, new or
     changed ones (size/mtime) scanned, vanished ones marked missing.
 
-    `workers=0` runs in this process (no pool); `None` uses every core. `log` receives the
-    one-line notes (embedder unavailable, skipped files, interruption).
+    `workers=0` runs in this process (no pool); `None` uses every core. `engine="ray"` runs
+    the decode/hash/embed stage on a Ray cluster instead (`address`, or a local Ray; see
+    scan/cluster.py): the same catalog. `log` receives the one-line notes (embedder
+    unavailable, skipped files, interruption).
     """
+    if engine not in ("local", "ray"):
+        raise ThresherError(f"unknown engine {engine!r}: local or ray")
     t0 = time.monotonic()
     cfg = config or ScanConfig()
     src = resolve_source(source, path_column, label_column)
@@ -139,9 +145,15 @@ def scan(
             cat.write_scanned(issues)
             summary.scanned += len(issues)
 
-        summary.interrupted = not _run_batches(
-            cat, src.root, todo, cfg, model, workers, progress, summary, log
-        )
+        if engine == "ray":
+            from thresher.scan.cluster import run_batches_ray
+
+            done = run_batches_ray(
+                cat, src.root, todo, cfg, model, weights, workers, address, progress, summary, log
+            )
+        else:
+            done = _run_batches(cat, src.root, todo, cfg, model, workers, progress, summary, log)
+        summary.interrupted = not done
         if aliases and not summary.interrupted:
             cat.write_aliases([(_entry_row(e), e.alias_of) for e in aliases])
             summary.aliases = len(aliases)
@@ -191,12 +203,10 @@ def _needs_scan(e: Entry, k, embedding: bool) -> bool:
     return embedding and k.status == "ok" and not k.has_embedding
 
 
-def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -> bool:
-    """Measure `todo` in batches and commit each; False if interrupted (Ctrl-C)."""
-    if not todo:
-        return True
+def batch_args(root, todo: list[Entry], cfg: ScanConfig, model) -> list[tuple]:
+    """The arguments of `measure_files` for each batch of `todo` (either engine)."""
     side = model.input_side if model else None
-    args = [
+    return [
         (
             str(root),
             [(e.path, e.label, e.size_bytes, e.mtime_ns) for e in todo[i : i + cfg.batch_size]],
@@ -206,23 +216,33 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
         )
         for i in range(0, len(todo), cfg.batch_size)
     ]
+
+
+def embed_measured(model, result, batch_size: int) -> tuple[list[dict], np.ndarray | None]:
+    """A measured batch's rows and their embeddings (NaN rows for files that did not decode)."""
+    rows, pixels, ok_index = result
+    if model is None or not len(ok_index):
+        return rows, None
+    from thresher.scan.embed import embed_batch
+
+    emb = np.full((len(rows), model.dim), np.nan, dtype=np.float32)
+    for i in range(0, len(ok_index), batch_size):
+        sl = slice(i, i + batch_size)
+        emb[ok_index[sl]] = embed_batch(model, pixels[sl])
+    return rows, emb
+
+
+def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -> bool:
+    """Measure `todo` in batches and commit each; False if interrupted (Ctrl-C)."""
+    if not todo:
+        return True
+    args = batch_args(root, todo, cfg, model)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = _Progress(len(todo), progress)
+    bar = Progress(len(todo), progress)
 
     def commit(result):
-        rows, pixels, ok_index = result
-        emb = None
-        if model is not None and len(ok_index):
-            from thresher.scan.embed import embed_batch
-
-            emb = np.full((len(rows), model.dim), np.nan, dtype=np.float32)
-            for i in range(0, len(ok_index), cfg.embed_batch_size):
-                sl = slice(i, i + cfg.embed_batch_size)
-                emb[ok_index[sl]] = embed_batch(model, pixels[sl])
-            summary.embedded += len(ok_index)
-        cat.write_scanned(rows, emb)
-        summary.scanned += len(rows)
-        bar.advance(len(rows))
+        rows, emb = embed_measured(model, result, cfg.embed_batch_size)
+        commit_rows(cat, rows, emb, summary, bar)
 
     try:
         if n_workers == 0:
@@ -263,6 +283,15 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
         ) from None
     finally:
         bar.close()
+
+
+def commit_rows(cat, rows: list[dict], emb, summary: ScanSummary, bar) -> None:
+    """One batch into the catalog: one transaction (either engine)."""
+    cat.write_scanned(rows, emb)
+    summary.scanned += len(rows)
+    if emb is not None:
+        summary.embedded += int(np.isfinite(emb[:, 0]).sum())
+    bar.advance(len(rows))
 
 
 def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_side: int | None):
@@ -344,7 +373,7 @@ def _issue_row(e: Entry, status: str, reason: str) -> dict:
     return {**_entry_row(e), "status": status, "reason": reason}
 
 
-class _Progress:
+class Progress:
     """A rich progress bar (images/s, ETA) that stays silent when not wanted."""
 
     def __init__(self, total: int, enabled: bool):
