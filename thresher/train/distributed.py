@@ -58,8 +58,12 @@ def from_env() -> Ranks:
     )
 
 
-def init(timeout_s: float = 600) -> tuple[Ranks, torch.device]:
-    """Join the process group (NCCL on GPUs, gloo on CPUs) and pick this rank's device."""
+def init(timeout_s: float = 3600) -> tuple[Ranks, torch.device]:
+    """Join the process group (NCCL on GPUs, gloo on CPUs) and pick this rank's device.
+
+    The timeout is long on purpose: a rank the thermal guard pauses holds the others at the
+    next all-reduce until its GPU cools, and that must not end the run.
+    """
     ranks = from_env()
     if torch.cuda.is_available():
         device = torch.device("cuda", ranks.local_rank if ranks.world > 1 else 0)

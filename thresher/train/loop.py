@@ -250,6 +250,8 @@ def train(
     bar = _Progress(progress and ranks.main, r.total_steps, step)
     stopping = False  # the stop all ranks agreed on (a local request joins at the step's end)
     numeric.maybe_snapshot(step, model, opt, scaler)  # a good state to fall back on from step 0
+    params = list(model.parameters())
+    model.train()  # evaluate() puts it back in train mode after each evaluation
     try:
         while step < r.total_steps and not stopping:
             if not frozen and r.freeze_last_fraction > 0 and step >= freeze_at and to_freeze:
@@ -257,7 +259,6 @@ def train(
                 frozen = True
                 net = distributed.wrap(model, ranks, device)  # DDP hooks only what trains
                 event("freeze", f"froze the {r.freeze_groups} lowest layer groups ({n} tensors)")
-            model.train()
             if g.enabled:
                 numeric.begin_step(model)
             loss_sum = torch.zeros((), device=device)
@@ -273,9 +274,8 @@ def train(
                 correct += (logits.argmax(dim=1) == y).sum()
                 seen += len(y)
             scaler.unscale_(opt)  # clip what the optimizer will see, not the scaled gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.grad is not None],
-                r.grad_clip if r.grad_clip else float("inf"),
+            grad_norm = torch.nn.utils.clip_grad_norm_(  # (frozen parameters have no grad)
+                params, r.grad_clip if r.grad_clip else float("inf")
             )
             # The numeric guard: one device sync for loss and grad norm, then skip or roll back.
             # The loss is every rank's mean, the grad norm already all-reduced: one verdict.
