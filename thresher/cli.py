@@ -269,7 +269,10 @@ def train(
 
     run = out_dir or Path("runs") / recipe.stem
     if nproc > 1:
-        from thresher.train.distributed import launch
+        from thresher.train.distributed import from_env, launch
+
+        if from_env().world > 1:
+            raise ThresherError("--nproc starts torchrun; under torchrun already, leave it out")
 
         args = [str(recipe), "--data", str(data), "--out", str(run)]
         code = launch(nproc, args + ["--resume"] * resume + ["--quiet"] * quiet)
