@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -297,7 +298,12 @@ def test_review_in_chromium_survives_kill_9_and_two_tabs(cleaned_copy, tmp_path)
             expect(pos).to_have_text(f"1 of {n}")
             expect(page.locator("#name")).to_have_text(paths[0])
             expect(page.locator("#progress-text")).to_contain_text(f"0 / {n} decided")
-            page.wait_for_function("document.getElementById('image').naturalWidth > 0")
+            # Polled from here: wait_for_function compiles its predicate with eval inside the
+            # page when the first check fails, which the page's CSP (rightly) refuses.
+            deadline = time.monotonic() + 30
+            while not page.evaluate("document.getElementById('image').naturalWidth > 0"):
+                assert time.monotonic() < deadline, "the first image never loaded"
+                time.sleep(0.1)
             page.screenshot(path=str(tmp_path / "review.png"))
             if os.environ.get("THRESHER_SCREENSHOTS"):
                 page.screenshot(path=os.path.join(os.environ["THRESHER_SCREENSHOTS"], "review.png"))
