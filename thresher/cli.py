@@ -448,6 +448,7 @@ def cost(
     t = Table(title=f"cost: {p.model} at {p.image_size} px, {what}")
     for col in ("option", "GPUs", "img/s", "time", "rent", "kWh", "power", "hardware", "total"):
         t.add_column(col, justify="left" if col == "option" else "right")
+
     def money(v: float) -> str:
         return f"{c}{v:,.0f}" if v >= 100 else f"{c}{v:,.2f}"
 
