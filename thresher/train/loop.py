@@ -274,9 +274,12 @@ def train(
                 correct += (logits.argmax(dim=1) == y).sum()
                 seen += len(y)
             scaler.unscale_(opt)  # clip what the optimizer will see, not the scaled gradients
-            grad_norm = torch.nn.utils.clip_grad_norm_(  # (frozen parameters have no grad)
-                params, r.grad_clip if r.grad_clip else float("inf")
-            )
+            if r.grad_clip:  # (frozen parameters have no grad: both skip them)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, r.grad_clip)
+            else:  # the norm alone, for the guard and the log: not a x1 pass over every grad
+                grad_norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in params if p.grad is not None]
+                )
             # The numeric guard: one device sync for loss and grad norm, then skip or roll back.
             # The loss is every rank's mean, the grad norm already all-reduced: one verdict.
             loss_step = distributed.mean(loss_sum / r.grad_accum, ranks)
