@@ -140,9 +140,9 @@ def measure(
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     name = torch.cuda.get_device_name(0) if cuda else f"CPU ({_cpu_name()})"
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
-    if dtype is torch.float16 and not cuda:
-        dtype = None  # as the training loop does: fp16 needs CUDA
+    from thresher.train.model import amp_dtype
+
+    dtype = amp_dtype(amp, device.type)  # as the training loop does
     net = timm.create_model(model, num_classes=1000).to(device).train()
     opt = Lion(net.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)

@@ -213,7 +213,9 @@ def _probe_cuda(model, recipe: Recipe) -> int:
     model = model.cuda().train()
     if recipe.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[recipe.amp]
+    from thresher.train.model import amp_dtype
+
+    dtype = amp_dtype(recipe.amp, "cuda")
 
     def fits(b: int) -> bool:
         try:

@@ -46,7 +46,10 @@ import numpy as np
 import torch
 
 from thresher.config import Recipe
+from thresher.data.balance import BalancedSampler
 from thresher.errors import ThresherError
+from thresher.train.distributed import seed_model, seed_rank
+from thresher.train.loop import forward_backward
 
 
 @dataclass(frozen=True)
@@ -59,29 +62,8 @@ class Setup:
     forward_backward: Callable  # train.loop.forward_backward's signature
 
 
-def _seed_model(seed: int, rank: int) -> None:
-    torch.manual_seed(seed)
-
-
-def _seed_rank(seed: int, rank: int) -> None:
-    from thresher.train.distributed import rank_seed
-
-    torch.manual_seed(rank_seed(seed, rank))
-
-
-def _sampler(weights, seed: int, rank: int, world: int):
-    from thresher.data.balance import BalancedSampler
-
-    return BalancedSampler(weights, seed=seed, rank=rank, world=world)
-
-
-def _forward_backward(*args, **kwargs):
-    from thresher.train.loop import forward_backward
-
-    return forward_backward(*args, **kwargs)
-
-
-THRESHER = Setup(_seed_model, _seed_rank, _sampler, _forward_backward)
+# The very functions the training loop calls: a change to the loop is a change to what passes.
+THRESHER = Setup(seed_model, seed_rank, BalancedSampler, forward_backward)
 
 
 @dataclass
@@ -194,12 +176,10 @@ def first_step(
     (rank v takes positions v, v+N, ... of the sampler's order) and each share runs with rank
     v's RNG stream: the single-process equivalent of N ranks, step for step.
     """
-    from thresher.data.dataset import ImageDataset
     from thresher.data.manifest import load_manifest
-    from thresher.data.transforms import train_transform
     from thresher.train import distributed
-    from thresher.train.loop import StepContext, _timm_mixup
-    from thresher.train.model import create_model, param_groups
+    from thresher.train.loop import step_context, training_data
+    from thresher.train.model import amp_dtype, create_model, param_groups
     from thresher.train.optim import optimizer
 
     rec: dict = {"rank": rank, "stage": "setup"}
@@ -208,8 +188,7 @@ def first_step(
         m = load_manifest(data)
         rows = np.nonzero(~m.is_val)[0]
         n_classes = len(m.classes)
-        ds = ImageDataset(m.paths[rows], m.targets[rows], train_transform(r), max(r.image_size, 64))
-        weights = m.weights[rows] if r.oversample else np.ones(len(rows), np.float32)
+        ds, weights = training_data(r, m, rows)
         setup.seed_model(r.seed, rank)
         model = create_model(r, n_classes, lambda msg: None).to(device)
         model.train()
@@ -223,15 +202,9 @@ def first_step(
             states.append(torch.get_rng_state())
         # At the peak learning rate, not the warm-up's first (often 0): the update must show.
         opt = optimizer(r, param_groups(model, r.weight_decay_backbone, r.weight_decay_head))
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[r.amp]
-        amp = None if amp is torch.float16 and device.type != "cuda" else amp
+        amp = amp_dtype(r.amp, device.type)
         scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-        counts = np.bincount(m.targets[rows], minlength=n_classes)
-        from thresher.data.balance import minority_classes
-
-        minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
-        mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
-        ctx = StepContext(r, n_classes, minority, mixer, amp)
+        ctx = step_context(r, m.targets[rows], n_classes, device, amp)
         b, a = r.batch_size, r.grad_accum
         rec["stage"] = "data"
         if world == 1:
@@ -305,7 +278,7 @@ class _Recording(torch.utils.data.Sampler):
 
     def __iter__(self):
         for item in self.sampler:
-            self.into.append(item if isinstance(item, tuple) else (int(item), None))
+            self.into.append(_as_item(item))
             yield item
 
 
@@ -520,10 +493,15 @@ def _same_update(rec: dict, ref: dict) -> bool:
     return bad <= 1e-3 * total
 
 
+def _as_item(item) -> tuple[int, int | None]:
+    """A sampler's item as (index, sample seed): thresher's samplers give both, others an index."""
+    return item if isinstance(item, tuple) else (int(item), None)
+
+
 def _take(sampler, n: int) -> list:
     out = []
     for item in sampler:
-        out.append(item if isinstance(item, tuple) else (int(item), None))
+        out.append(_as_item(item))
         if len(out) == n:
             break
     return out

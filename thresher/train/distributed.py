@@ -90,6 +90,16 @@ def rank_seed(seed: int, rank: int) -> int:
     return int(splitmix64(h ^ np.uint64(rank)) >> np.uint64(1))
 
 
+def seed_model(seed: int, rank: int) -> None:
+    """Before the model is built: the same seed on every rank, so the same initial weights."""
+    torch.manual_seed(seed)
+
+
+def seed_rank(seed: int, rank: int) -> None:
+    """After the model is built: each rank its own stream for dropout and drop path."""
+    torch.manual_seed(rank_seed(seed, rank))
+
+
 def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
     """The model as DDP sees it (itself in a 1-process run). Call again after a freeze."""
     if ranks.world == 1:

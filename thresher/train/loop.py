@@ -37,7 +37,7 @@ from thresher.guard.memory import HostMemoryWatch, sustained_growth
 from thresher.guard.numeric import GuardStop, NumericGuard, all_finite
 from thresher.guard.progress import diagnose_plateau, overfitting, plateaued, regularisers_off
 from thresher.train import checkpoint, distributed, metrics
-from thresher.train.model import create_model, freeze, lowest_layers, param_groups
+from thresher.train.model import amp_dtype, create_model, freeze, lowest_layers, param_groups
 from thresher.train.optim import optimizer, scheduler
 
 METRICS = "metrics.jsonl"
@@ -100,7 +100,7 @@ def train(
         elif kind in _RANK_EVENTS:
             rank_log(f"[{kind}] step {step}: {message}")
 
-    torch.manual_seed(r.seed)
+    distributed.seed_model(r.seed, ranks.rank)
     m = load_manifest(data)
     train_rows, val_rows = np.nonzero(~m.is_val)[0], np.nonzero(m.is_val)[0]
     if len(train_rows) < r.batch_size:
@@ -108,33 +108,28 @@ def train(
             f"{len(train_rows)} training images, fewer than one batch ({r.batch_size})"
         )
     n_classes = len(m.classes)
-    amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[r.amp]
-    if amp_dtype is torch.float16 and device.type != "cuda":
+    amp = amp_dtype(r.amp, device.type)
+    if r.amp == "fp16" and amp is None:
         log("fp16 mixed precision needs CUDA: this run is float32 on the CPU (amp: bf16 works)")
-        amp_dtype = None
     model = create_model(r, n_classes, log).to(device)
     if r.sync_batchnorm and ranks.world > 1:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             log("sync_batchnorm needs CUDA: batch-norm statistics stay per process on CPUs")
-    # Same weights on every rank (seeded above); from here on, each rank its own stream.
-    torch.manual_seed(distributed.rank_seed(r.seed, ranks.rank))
+    distributed.seed_rank(r.seed, ranks.rank)  # same weights everywhere; now each its stream
     groups = param_groups(model, r.weight_decay_backbone, r.weight_decay_head)
     opt = optimizer(r, groups)
     sched = scheduler(opt, r)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     to_freeze = lowest_layers(model, r.freeze_groups)
     freeze_at = math.ceil(r.total_steps * (1 - r.freeze_last_fraction))
-    view_px = max(r.image_size, 64)
-    train_ds = ImageDataset(m.paths[train_rows], m.targets[train_rows], train_transform(r), view_px)
-    val_ds = ImageDataset(m.paths[val_rows], m.targets[val_rows], eval_transform(r), view_px)
-    weights = m.weights[train_rows] if r.oversample else np.ones(len(train_rows), np.float32)
+    train_ds, weights = training_data(r, m, train_rows)
+    val_ds = ImageDataset(
+        m.paths[val_rows], m.targets[val_rows], eval_transform(r), max(r.image_size, 64)
+    )
     sampler = BalancedSampler(weights, seed=r.seed, rank=ranks.rank, world=ranks.world)
-    counts = np.bincount(m.targets[train_rows], minlength=n_classes)
-    minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
-    mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
-    ctx = StepContext(r, n_classes, minority, mixer, amp_dtype)
+    ctx = step_context(r, m.targets[train_rows], n_classes, device, amp)
     step, epoch, position, best, frozen = 0, 0, 0, None, False
     g = r.guards
     numeric = NumericGuard(g)
@@ -356,7 +351,7 @@ def train(
                 # Rank 0 evaluates; a stop it decides reaches the others at this step's end.
                 ev = None
                 if ranks.main:
-                    ev = evaluate(model, val_ds, r, device, amp_dtype, n_classes)
+                    ev = evaluate(model, val_ds, r, device, amp, n_classes)
                 if ev is not None:
                     ev["train_accuracy"] = train_accuracy
                     metrics.append(metrics_path, {"kind": "eval", "step": step, **ev})
@@ -483,6 +478,23 @@ class StepContext:
     minority: torch.Tensor  # (K,) bool: the classes minority CutMix pastes from
     mixer: object | None  # timm's Mixup when cutmix is "timm"
     amp_dtype: torch.dtype | None
+
+
+def training_data(r: Recipe, m, rows: np.ndarray) -> tuple[ImageDataset, np.ndarray]:
+    """The training rows of a manifest as the recipe augments them, and their sampling weights."""
+    ds = ImageDataset(m.paths[rows], m.targets[rows], train_transform(r), max(r.image_size, 64))
+    weights = m.weights[rows] if r.oversample else np.ones(len(rows), np.float32)
+    return ds, weights
+
+
+def step_context(
+    r: Recipe, targets: np.ndarray, n_classes: int, device: torch.device, amp: torch.dtype | None
+) -> StepContext:
+    """The micro-step's fixed choices: minority classes (of the training targets), the mixer."""
+    counts = np.bincount(targets, minlength=n_classes)
+    minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
+    mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
+    return StepContext(r, n_classes, minority, mixer, amp)
 
 
 def forward_backward(
