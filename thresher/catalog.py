@@ -7,7 +7,9 @@ and never leaves a corrupt catalog.
 Rows are keyed by `id`, an integer assigned the first time a path is seen and never reused
 (rows are never deleted: a file that disappears is marked `missing`). Row `id` of
 `embeddings.npy` holds that image's embedding, so catalog and embeddings are aligned by id.
-Paths are stored relative to the source root, '/'-separated.
+Paths are stored relative to the source root, '/'-separated. A name that is not valid UTF-8
+(bytes from the file system, surrogate-escaped by Python) is stored losslessly: its raw bytes
+as TEXT (`CAST(? AS TEXT)`), read back surrogate-escaped, so a rescan finds it again.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ class Catalog:
         self._db = sqlite3.connect(
             self.db_path, timeout=30, isolation_level=None, check_same_thread=False
         )
+        # TEXT comes back surrogate-escaped where it is not UTF-8 (file names; see _bind).
+        self._db.text_factory = _text_from_db
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the
         # last commits, never corrupt the file.
@@ -253,9 +257,10 @@ class Catalog:
         """
         now = time.time()
         cols = ["path", "label", "size_bytes", "mtime_ns", "status", "reason", *MEASURE_COLUMNS]
+        marks = [_TEXT if IMAGE_COLUMNS[c].startswith("TEXT") else "?" for c in cols]
         sql = (
             f"INSERT INTO images({', '.join(cols)}, has_embedding, scanned_at, alias_of) "
-            f"VALUES({', '.join('?' * (len(cols) + 3))}) ON CONFLICT(path) DO UPDATE SET "
+            f"VALUES({', '.join(marks)}, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
             + ", ".join(f"{c}=excluded.{c}" for c in [*cols[1:], "has_embedding", "scanned_at"])
             + ", alias_of=NULL RETURNING id"
         )
@@ -265,7 +270,7 @@ class Catalog:
         with self._tx():
             ids = []
             for row, h in zip(rows, has, strict=True):
-                values = [row.get(c) for c in cols] + [int(h), now, None]
+                values = [_bind(row.get(c)) for c in cols] + [int(h), now, None]
                 ids.append(self._db.execute(sql, values).fetchone()[0])
             if embeddings is not None and has.any():
                 idx = np.array(ids)[has]
@@ -276,8 +281,8 @@ class Catalog:
         """Record symlinks as aliases: (row with path/label/size/mtime, target's relative path)."""
         sql = (
             "INSERT INTO images(path, label, size_bytes, mtime_ns, status, reason, alias_of, "
-            "has_embedding, scanned_at) VALUES(?, ?, ?, ?, 'alias', ?, "
-            "(SELECT id FROM images WHERE path=?), 0, ?) ON CONFLICT(path) DO UPDATE SET "
+            f"has_embedding, scanned_at) VALUES({_TEXT}, {_TEXT}, ?, ?, 'alias', {_TEXT}, "
+            f"(SELECT id FROM images WHERE path={_TEXT}), 0, ?) ON CONFLICT(path) DO UPDATE SET "
             "label=excluded.label, size_bytes=excluded.size_bytes, mtime_ns=excluded.mtime_ns, "
             "status='alias', reason=excluded.reason, alias_of=excluded.alias_of, "
             "scanned_at=excluded.scanned_at"
@@ -288,12 +293,12 @@ class Catalog:
                 self._db.execute(
                     sql,
                     (
-                        row["path"],
-                        row.get("label"),
+                        _bind(row["path"]),
+                        _bind(row.get("label")),
                         row.get("size_bytes"),
                         row.get("mtime_ns"),
-                        f"symlink to {target}",
-                        target,
+                        _bind(f"symlink to {target}"),
+                        _bind(target),
                         now,
                     ),
                 )
@@ -302,15 +307,16 @@ class Catalog:
         """Relabel files by path (a manifest changed its mind; the pixels did not)."""
         with self._tx():
             self._db.executemany(
-                "UPDATE images SET label=? WHERE path=?", [(lb, p) for p, lb in labels]
+                f"UPDATE images SET label={_TEXT} WHERE path={_TEXT}",
+                [(_bind(lb), _bind(p)) for p, lb in labels],
             )
 
     def mark_missing(self, paths: Iterable[str]) -> int:
         with self._tx():
             cur = self._db.executemany(
                 "UPDATE images SET status='missing', reason='no longer on disk', has_embedding=0 "
-                "WHERE path=?",
-                [(p,) for p in paths],
+                f"WHERE path={_TEXT}",
+                [(_bind(p),) for p in paths],
             )
         return cur.rowcount
 
@@ -483,6 +489,25 @@ class EmbeddingRows:
         return self.mm[self.ids[rows]]
 
 
+# A TEXT parameter: a str binds as itself; bytes (a non-UTF-8 name, from _bind) become TEXT
+# holding exactly those bytes, so such a path compares equal to itself on the next scan.
+_TEXT = "CAST(? AS TEXT)"
+
+
+def _bind(value):
+    """A value for a TEXT parameter: str as is, or its raw bytes when it is not UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+    return value
+
+
+def _text_from_db(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection):
         self.db = db
@@ -515,7 +540,7 @@ def _ensure_npy_capacity(path: Path, rows_needed: int, dim: int) -> None:
             return
         rows = max(rows_needed, int(current.shape[0] * 1.5) + 1024)
         with open(path, "r+b") as f:
-            f.truncate(_NPY_HEADER_BYTES + rows * dim * 2)
+            _allocate(f, _NPY_HEADER_BYTES + rows * dim * 2)
             f.flush()
             os.fsync(f.fileno())
             f.seek(0)
@@ -525,5 +550,19 @@ def _ensure_npy_capacity(path: Path, rows_needed: int, dim: int) -> None:
     tmp = path.with_suffix(".npy.tmp")
     with open(tmp, "wb") as f:
         f.write(_npy_header(rows, dim))
-        f.truncate(_NPY_HEADER_BYTES + rows * dim * 2)
+        f.flush()
+        _allocate(f, _NPY_HEADER_BYTES + rows * dim * 2)
     os.replace(tmp, path)
+
+
+def _allocate(f, size: int) -> None:
+    """Grow the file to `size` with its blocks reserved, or raise OSError (ENOSPC) now.
+
+    A sparse extension (truncate) succeeds on a full disk, and the memmap write into it later
+    kills the process with SIGBUS and no message; reserving the blocks turns that into an error
+    the scan can report.
+    """
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(f.fileno(), 0, size)
+    else:  # pragma: no cover - not Linux
+        f.truncate(size)

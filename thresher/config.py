@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from thresher.errors import ThresherError
+from thresher.files import DEFAULT_MAX_FILE_BYTES
 
 DEFAULT_WORKSPACE = Path("thresher-ws")
 DEFAULT_EMBEDDER = "timm:mobilenetv3_large_100"
@@ -39,6 +40,12 @@ class ScanConfig(_Strict):
         ge=1,
         description="Decompression-bomb guard: an image whose header claims more pixels than this "
         "is recorded as 'oversized' and never decoded (Pillow's own warning level).",
+    )
+    max_file_bytes: int = Field(
+        DEFAULT_MAX_FILE_BYTES,
+        ge=1,
+        description="A file larger than this (bytes, from stat, before reading) is recorded as "
+        "'oversized' and never read: a 3 GB file named .jpg must not fill a worker's memory.",
     )
     batch_size: int = Field(64, ge=1, description="Files per worker task and per catalog commit.")
     embed_batch_size: int = Field(

@@ -11,10 +11,12 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from thresher.errors import ThresherError
+from thresher.files import readable_name
+from thresher.labels import label_problem
 
 # Files with these extensions are scanned; everything else in a folder tree is counted and skipped.
 # (A manifest is taken at its word: every row is scanned, whatever its extension.)
@@ -83,6 +85,7 @@ class Entry:
 class Listing:
     entries: list[Entry]
     skipped_extensions: Counter
+    unreadable_dirs: list[str] = field(default_factory=list)  # sub-folders that cannot be listed
 
 
 def resolve_source(
@@ -112,21 +115,29 @@ def list_entries(source: Source) -> Listing:
 def _list_folder(root: Path) -> Listing:
     entries: list[Entry] = []
     skipped: Counter = Counter()
-    for rel_dir, files in _walk(root):
+    unreadable: list[str] = []
+    for rel_dir, files in _walk(root, unreadable):
         label = rel_dir.split("/", 1)[0] if rel_dir else None
+        if label is not None and rel_dir == label:
+            problem = label_problem(label)
+            if problem:
+                raise ThresherError(
+                    f"class folder {readable_name(label)!r} {problem}: rename it and rerun"
+                )
         for name in files:
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
                 skipped[os.path.splitext(name)[1].lower() or "(none)"] += 1
                 continue
             entries.append(_stat_entry(root, rel, label))
-    return Listing(entries, skipped)
+    return Listing(entries, skipped, unreadable)
 
 
-def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
+def _walk(root: Path, unreadable: list[str]) -> Iterator[tuple[str, list[str]]]:
     """(relative dir, file names), sorted for a stable order; hidden names and dir links skipped.
 
-    Directory symlinks are not followed: that is how loops and double scans are avoided.
+    Directory symlinks are not followed: that is how loops and double scans are avoided. A
+    sub-folder that cannot be listed (no permission, I/O error) is appended to `unreadable`.
     """
     stack = [""]
     while stack:
@@ -135,6 +146,7 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str]]]:
             with os.scandir(root / rel if rel else root) as it:
                 items = sorted(it, key=lambda e: e.name)
         except OSError:
+            unreadable.append(rel or ".")
             continue
         files = []
         subdirs = []
@@ -189,9 +201,17 @@ def _list_manifest(source: Source) -> Listing:
     labels = table.column(source.label_column).to_pylist()
     entries = []
     seen = set()
-    for raw, label in zip(paths, labels, strict=True):
+    for row, (raw, label) in enumerate(zip(paths, labels, strict=True), start=2):
         if raw is None or str(raw).strip() == "":
             continue
+        if label is not None and str(label).strip() == "":
+            label = None  # an empty cell: the file has no label (as a file in a tree's root)
+        problem = None if label is None else label_problem(str(label))
+        if problem:
+            raise ThresherError(
+                f"manifest {source.manifest} line {row}: label {str(label)!r} {problem}; "
+                "fix the label column and rerun"
+            )
         p = Path(str(raw))
         full = Path(os.path.normpath(p if p.is_absolute() else source.root / p))
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from thresher.catalog import Catalog
 from thresher.config import DEFAULT_WORKSPACE
 from thresher.errors import ThresherError
+from thresher.files import FileRefused, read_regular, readable_name
 
 ISSUE_TABLE_COLUMNS = (
     "path",
@@ -40,8 +41,8 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
     cols = list(zip(*rows, strict=True)) if rows else [[]] * 12
     return pa.table(
         {
-            "path": pa.array(cols[0], pa.string()),
-            "label": pa.array(cols[1], pa.string()),
+            "path": pa.array([readable_name(p) for p in cols[0]], pa.string()),
+            "label": pa.array([x and readable_name(x) for x in cols[1]], pa.string()),
             "issue": pa.array(cols[2], pa.string()),
             "confidence": pa.array(cols[3], pa.float64()),
             "group": pa.array([-1 if g is None else g for g in cols[4]], pa.int64()),
@@ -94,8 +95,8 @@ def html_report(
 
     def thumb(path: str) -> str:
         try:
-            view = decode((root / path).read_bytes(), 128, 89_478_485).view
-        except (OSError, DecodeIssue):
+            view = decode(read_regular(root / path), 128, 89_478_485).view
+        except (FileRefused, DecodeIssue):
             return '<div class="broken">no preview</div>'
         view.thumbnail((160, 160))
         buf = io.BytesIO()
@@ -105,8 +106,8 @@ def html_report(
     def card(path, label, extra, kept=False):
         cls = "card kept" if kept else "card"
         return (
-            f'<figure class="{cls}">{thumb(path)}<figcaption><b>{html.escape(path)}</b><br>'
-            f"{html.escape(str(label))}{extra}</figcaption></figure>"
+            f'<figure class="{cls}">{thumb(path)}<figcaption><b>{html.escape(readable_name(path))}'
+            f"</b><br>{html.escape(readable_name(str(label)))}{extra}</figcaption></figure>"
         )
 
     by_issue: dict[str, list] = {}

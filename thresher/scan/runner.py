@@ -11,9 +11,12 @@ there is one writer and the workers stay light to start.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import signal
+import sqlite3
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +29,7 @@ from PIL import Image
 from thresher.catalog import Catalog
 from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
+from thresher.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular, readable_name
 from thresher.scan import hashes, quality
 from thresher.scan.decode import DecodeIssue, decode
 from thresher.sources import Entry, list_entries, resolve_source
@@ -34,10 +38,44 @@ from thresher.sources import Entry, list_entries, resolve_source
 _RETRY_STATUSES = {"unreadable", "missing", "broken_symlink"}
 
 
-def _worker_init() -> None:
+# Errors that mean the workspace's disk (or the process's file-size limit) is full.
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _worker_init(parent_pid: int | None = None) -> None:
     # Ctrl-C is the main process's to handle: it stops submitting, keeps what was committed and
     # tells the user how to resume. Workers that died of it would only print tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the scan included).
+
+    Without it a killed scan left its workers and multiprocessing's resource tracker running
+    for minutes. Elsewhere (no prctl) the pool's own EOF detection is all there is.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the request took effect
+
+
+def disk_full(e: BaseException) -> bool:
+    """True for the errors of a full disk (or RLIMIT_FSIZE): OSError or SQLite's own."""
+    if isinstance(e, OSError):
+        return e.errno in _DISK_FULL_ERRNOS
+    if isinstance(e, sqlite3.OperationalError):
+        msg = str(e).lower()
+        return "disk is full" in msg or "disk i/o error" in msg
+    return False
 
 
 @dataclass
@@ -56,6 +94,7 @@ class ScanSummary:
     embedder: str | None = None
     embed_note: str | None = None
     skipped_extensions: dict[str, int] = field(default_factory=dict)
+    unreadable_dirs: list[str] = field(default_factory=list)  # folders that could not be listed
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
@@ -106,6 +145,15 @@ def scan(
         if listing.skipped_extensions:
             top = ", ".join(f"{k} x{v}" for k, v in listing.skipped_extensions.most_common(5))
             log(f"skipped {sum(listing.skipped_extensions.values())} non-image files ({top})")
+        summary.unreadable_dirs = list(listing.unreadable_dirs)
+        if listing.unreadable_dirs:
+            named = ", ".join(readable_name(d) for d in listing.unreadable_dirs[:5])
+            more = len(listing.unreadable_dirs) - 5
+            log(
+                f"skipped {len(listing.unreadable_dirs)} folder(s) that cannot be listed "
+                f"({named}{f' and {more} more' if more > 0 else ''}): fix their permissions "
+                "and rerun to scan them"
+            )
 
         model = None
         if embed:
@@ -158,6 +206,14 @@ def scan(
             cat.write_aliases([(_entry_row(e), e.alias_of) for e in aliases])
             summary.aliases = len(aliases)
         summary.statuses = cat.status_counts()
+    except (OSError, sqlite3.OperationalError) as e:
+        if not disk_full(e):
+            raise
+        raise ThresherError(
+            f"disk full at {cat.workspace} ({e.strerror if isinstance(e, OSError) else e}): "
+            f"{summary.scanned} files committed, nothing lost; free some space and rerun the "
+            "same command to go on"
+        ) from None
     finally:
         cat.close()
     summary.seconds = time.monotonic() - t0
@@ -213,6 +269,7 @@ def batch_args(root, todo: list[Entry], cfg: ScanConfig, model) -> list[tuple]:
             cfg.view_px,
             cfg.max_image_pixels,
             side,
+            cfg.max_file_bytes,
         )
         for i in range(0, len(todo), cfg.batch_size)
     ]
@@ -252,7 +309,10 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
         # spawn, not fork: the main process may hold torch's thread pools, which fork breaks.
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(
-            max_workers=n_workers, mp_context=ctx, initializer=_worker_init
+            max_workers=n_workers,
+            mp_context=ctx,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         ) as pool:
             pending = set()
             queue = iter(args)
@@ -272,6 +332,11 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
             except KeyboardInterrupt:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+            except BaseException:
+                # A disk-full commit (or any error) must not leave the workers measuring for
+                # nobody: stop them now rather than when the pool's exit drains the queue.
+                _stop_workers(pool)
+                raise
         return True
     except KeyboardInterrupt:
         log(f"interrupted: {summary.scanned} files committed; run the same command to resume")
@@ -285,6 +350,16 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
         bar.close()
 
 
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=10)
+
+
 def commit_rows(cat, rows: list[dict], emb, summary: ScanSummary, bar) -> None:
     """One batch into the catalog: one transaction (either engine)."""
     cat.write_scanned(rows, emb)
@@ -294,8 +369,18 @@ def commit_rows(cat, rows: list[dict], emb, summary: ScanSummary, bar) -> None:
     bar.advance(len(rows))
 
 
-def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_side: int | None):
+def measure_files(
+    root: str,
+    items,
+    view_px: int,
+    max_image_pixels: int,
+    embed_side: int | None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+):
     """Worker: read, decode and measure a batch of files; pure of any catalog access.
+
+    Files are read through `read_regular`: regular files only, the size checked before a
+    byte is read (a larger one is `oversized`), so no file can block or exhaust a worker.
 
     Returns (rows, embed_pixels, ok_index): one dict per file for the catalog, the
     (n_ok, side, side, 3) uint8 thumbnails to embed, and which rows they belong to.
@@ -305,10 +390,9 @@ def measure_files(root: str, items, view_px: int, max_image_pixels: int, embed_s
         row = {"path": path, "label": label, "size_bytes": size, "mtime_ns": mtime}
         rows.append(row)
         try:
-            with open(os.path.join(root, path), "rb") as f:
-                data = f.read()
-        except OSError as e:
-            row.update(status="unreadable", reason=f"cannot read: {e.strerror or e}")
+            data = read_regular(os.path.join(root, path), max_file_bytes)
+        except FileRefused as e:
+            row.update(status=e.status, reason=e.reason)
             continue
         row["size_bytes"] = len(data)
         row["checksum"] = hashes.checksum(data)
