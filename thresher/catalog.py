@@ -153,12 +153,18 @@ class Catalog:
         )
         # TEXT comes back surrogate-escaped where it is not UTF-8 (file names; see _bind).
         self._db.text_factory = _text_from_db
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose the
-        # last commits, never corrupt the file.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode; only an OS crash can lose
+            # the last commits, never corrupt the file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:  # a full disk, a damaged or foreign file
+            self._db.close()
+            raise ThresherError(
+                f"cannot open the catalog {self.db_path}: {e} (a full disk? a damaged file?)"
+            ) from None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:

@@ -3,12 +3,14 @@
 What each file becomes is decided in this order: a file the scan could not use is dropped; a
 person's decision (thresher review) wins; then every issue's action (clean/findings.py ACTIONS,
 overridden by the policy). The survivors are split train/validation by class with every
-duplicate group on one side, and weighted by the balancing plan. Written atomically: the
-manifest in OUT is either the old one or the new one, never half of each.
+duplicate group on one side, and weighted by the balancing plan. Written as one: the whole
+export is written into a new folder beside OUT and swapped in, so manifest.parquet, .csv and
+export.json (and the link tree) are either all the old ones or all the new ones.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,6 +27,8 @@ from thresher.clean.findings import ACTIONS, GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ExportPolicy
 from thresher.data.split import group_stratified_split
 from thresher.errors import ThresherError
+from thresher.files import is_utf8_name, readable_name
+from thresher.labels import label_problem
 
 MANIFEST = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
@@ -122,6 +126,23 @@ def export(
             label[r] = suggested
     for r in np.nonzero(np.array([x is None for x in label]) & (drop_reason == None))[0]:  # noqa: E711
         drop(r, "no label")
+    _check_labels(label, drop_reason, c["path"])
+    for r in np.nonzero(drop_reason == None)[0]:  # noqa: E711
+        path = c["path"][r]
+        if not is_utf8_name(path):
+            drop(r, "file name not UTF-8")  # a manifest holds UTF-8 text; rename the file
+        elif not os.path.isfile(root / path):
+            drop(r, "vanished since the scan")
+    for reason, advice in (
+        ("file name not UTF-8", "rename them and rescan to export them"),
+        ("vanished since the scan", "rescan to update the catalog"),
+    ):
+        gone = [readable_name(c["path"][r]) for r in np.nonzero(drop_reason == reason)[0]]
+        if gone:
+            s.notes.append(
+                f"left out {len(gone)} file(s): {reason} ({', '.join(gone[:3])}"
+                f"{', ...' if len(gone) > 3 else ''}); {advice}"
+            )
 
     s.counts_before = imbalance.class_counts(c["label"])
     alive = drop_reason == None  # noqa: E711
@@ -165,17 +186,107 @@ def export(
             "group": pa.array(group[rows], pa.int64()),
         }
     )
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / MANIFEST, lambda p: _parquet(table, p))
-    _write_atomic(out / MANIFEST_CSV, lambda p: _csv(table, p))
-    if link:
-        _link_tree(out / IMAGEFOLDER, table, link)
     doc = {**asdict(s), "policy": policy.model_dump(), "workspace": str(workspace)}
     doc["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    _write_atomic(out / SUMMARY, lambda p: Path(p).write_text(json.dumps(doc, indent=1)))
+
+    def write(folder: Path) -> None:
+        _parquet(table, folder / MANIFEST)
+        _csv(table, folder / MANIFEST_CSV)
+        if link:
+            _link_tree(folder / IMAGEFOLDER, table, link)
+        (folder / SUMMARY).write_text(json.dumps(doc, indent=1))
+
+    _write_folder(out, write)
     for note in s.notes:
         log(note)
     return s
+
+
+def _check_labels(label: np.ndarray, drop_reason: np.ndarray, paths: np.ndarray) -> None:
+    """Every exported label must be a safe folder name (it becomes one with --link)."""
+    for r in np.nonzero(drop_reason == None)[0]:  # noqa: E711
+        problem = label_problem(str(label[r]))
+        if problem:
+            raise ThresherError(
+                f"label {readable_name(str(label[r]))!r} of {readable_name(paths[r])} {problem}: "
+                "relabel it in `thresher review` (or fix the source) and export again"
+            )
+
+
+_OWN = {MANIFEST, MANIFEST_CSV, SUMMARY, IMAGEFOLDER}
+
+
+def _write_folder(out: Path, write) -> None:
+    """Write the whole export into a new folder beside OUT, then swap it in as one.
+
+    The three files (and the link tree) always agree: a reader sees the old export or the
+    new one. Linux swaps the two folders atomically (renameat2 RENAME_EXCHANGE); elsewhere
+    OUT is renamed aside for an instant, and the old folder survives any failure.
+    """
+    if out.exists() and not out.is_dir():
+        raise ThresherError(f"--out {out} is a file, not a folder: choose a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _OWN)
+        if foreign:
+            raise ThresherError(
+                f"--out {out} holds files export did not write ({', '.join(foreign[:3])}): "
+                "export replaces its folder whole, so choose an empty or export folder"
+            )
+    parent = out.absolute().parent
+    new = parent / f".{out.name}.new-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for stale in parent.glob(f".{out.name}.new-*"):  # left by a killed export
+            shutil.rmtree(stale, ignore_errors=True)
+        new.mkdir()
+        write(new)
+        for f in new.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if out.is_dir() and _exchange(new, out):
+            shutil.rmtree(new, ignore_errors=True)  # now the old export
+        else:
+            old = parent / f".{out.name}.old-{os.getpid()}"
+            if out.is_dir():
+                os.replace(out, old)
+            os.replace(new, out)
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(parent)
+    except OSError as e:
+        shutil.rmtree(new, ignore_errors=True)
+        raise ThresherError(
+            f"cannot write the export at {out}: {e.strerror or e}; "
+            "the previous export (if any) is untouched"
+        ) from None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        rc = libc.renameat2(
+            at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), ctypes.c_uint(rename_exchange)
+        )
+    except (OSError, AttributeError):
+        return False
+    return rc == 0
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _parquet(table, path) -> None:
@@ -190,23 +301,15 @@ def _csv(table, path) -> None:
     pacsv.write_csv(table, path)
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _link_tree(dst: Path, table, how: str) -> None:
-    """OUT/imagefolder/{split}/{label}/{id}_{name}: built aside, then swapped in whole."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """OUT/imagefolder/{split}/{label}/{id}_{name} (inside the new export folder)."""
     t = table.to_pydict()
     for path, lab, split, image_id in zip(
         t["path"], t["label"], t["split"], t["image_id"], strict=True
     ):
-        target = tmp / split / lab / f"{image_id}_{Path(path).name}"
+        if label_problem(lab):  # checked before; a folder outside dst must be impossible
+            raise ThresherError(f"label {lab!r} {label_problem(lab)}")
+        target = dst / split / lab / f"{image_id}_{Path(path).name}"
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             if how == "hardlink":
@@ -214,14 +317,10 @@ def _link_tree(dst: Path, table, how: str) -> None:
             else:
                 os.symlink(path, target)
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
             hint = " (another file system? use --link symlink)" if how == "hardlink" else ""
             raise ThresherError(f"cannot {how} {path}: {e.strerror or e}{hint}") from None
-    old = dst.with_name(dst.name + ".old")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # `thresher.export(...)` exports although thresher.export is this module (thresher/_callable.py).
