@@ -46,6 +46,7 @@ def scan(
     workspace: Path = Workspace,
     workers: int = typer.Option(
         None,
+        min=0,
         help="Worker processes (default: every core; 0 = in this process). With --engine ray: "
         "actors (default: every CPU of the cluster).",
     ),
@@ -163,7 +164,9 @@ def clean(
 @app.command()
 def review(
     workspace: Path = Workspace,
-    port: int = typer.Option(8765, help="Port to listen on; 0 picks a free one."),
+    port: int = typer.Option(
+        8765, min=0, max=65535, help="Port to listen on; 0 picks a free one."
+    ),
     host: str = typer.Option(
         "127.0.0.1",
         help="Address to listen on. Anything but loopback needs --token as well: the page "
@@ -172,8 +175,9 @@ def review(
     token: str = typer.Option(
         None,
         envvar="THRESHER_REVIEW_TOKEN",
-        help="Secret every request must carry (the printed URL holds it). Required with a "
-        "non-loopback --host.",
+        help="Secret every request must carry (the printed URL holds it), at least 16 "
+        "characters. Required with a non-loopback --host. Prefer the environment variable "
+        "THRESHER_REVIEW_TOKEN: a --token on the command line shows in `ps` to every user.",
     ),
 ) -> None:
     """Settle the review queue in a browser: k keep, d drop, 1-9 relabel, u undo.

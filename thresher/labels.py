@@ -15,13 +15,13 @@ def label_problem(label: str) -> str | None:
     characters, and labels over MAX_LABEL_CHARS.
     """
     if not label.strip():
-        return "is blank"
+        return "must not be blank"
     if label.strip() in (".", ".."):
-        return "is '.' or '..' (a label becomes a folder name)"
+        return "must not be '.' or '..' (a label becomes a folder name)"
     if "/" in label or "\\" in label:
-        return "holds a path separator (a label becomes a folder name)"
+        return "must not hold slashes (a label becomes a folder name)"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in label):
-        return "holds control characters"
+        return "must not hold control characters"
     if len(label) > MAX_LABEL_CHARS:
-        return f"is over {MAX_LABEL_CHARS} characters"
+        return f"must not be over {MAX_LABEL_CHARS} characters"
     return None

@@ -5,6 +5,11 @@ committed before the response is sent, so killing the server (kill -9 included) 
 and a restart reopens at the first undecided file. Images are served by catalog id only: no
 request ever names a path. Bound to loopback unless --host is given, and then only with a
 token that every request must carry.
+
+Every answer, errors included, carries the CSP and nosniff headers. A state-changing request
+(POST, DELETE) must come from the page itself: an Origin other than the server's own, or a
+Sec-Fetch-Site other than same-origin, is refused, and a POST must be application/json of at
+most MAX_BODY_BYTES, so a page elsewhere cannot submit a form or a huge body to it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,23 @@ from thresher.catalog import Catalog, EmbeddingRows
 from thresher.clean.findings import GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
+from thresher.files import FileRefused, read_regular, readable_name
+from thresher.labels import label_problem
 from thresher.review.evidence import label_choices, neighbours
 
 TOKEN_COOKIE = "thresher_token"
 TOKEN_HEADER = "x-thresher-token"
 NEIGHBOURS = 8
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+MAX_BODY_BYTES = 64 * 1024  # a decision is ~100 bytes
+MIN_TOKEN_CHARS = 16
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; style-src 'self'; "
+    "script-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 _ASSETS = {"page.js": "text/javascript", "page.css": "text/css"}
 
 
@@ -50,10 +66,9 @@ class DecisionIn(BaseModel):
         if v is None:
             return v
         v = v.strip()
-        if not v:
-            raise ValueError("must not be blank")
-        if any(ord(ch) < 32 for ch in v) or "/" in v or "\\" in v:
-            raise ValueError("must not hold control characters or slashes (it becomes a folder)")
+        problem = label_problem(v)
+        if problem:
+            raise ValueError(f"the label {problem}")
         return v
 
     @model_validator(mode="after")
@@ -75,8 +90,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None, loopback=True):
-    """The review app over WORKSPACE's catalog (run `thresher clean` first)."""
+def make_app(
+    workspace: Path | str = DEFAULT_WORKSPACE,
+    token: str | None = None,
+    loopback=True,
+    host: str | None = None,
+):
+    """The review app over WORKSPACE's catalog (run `thresher clean` first).
+
+    With `loopback`, only requests whose Host is localhost or `host` (the address served,
+    127.0.0.2 say) are answered.
+    """
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -103,7 +127,8 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
             search["index"] = knn_index(EmbeddingRows(matrix, searchable))
 
         threading.Thread(target=build_index, name="neighbour-index", daemon=True).start()
-    images = _ImageCache(root, ScanConfig().max_image_pixels)
+    images = _ImageCache(root, ScanConfig().max_image_pixels, ScanConfig().max_file_bytes)
+    allowed_hosts = _LOOPBACK_HOSTS | ({host} if host else set())
 
     app = FastAPI(title="thresher review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.catalog = cat
@@ -116,9 +141,17 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if loopback and _host_name(request.headers.get("host", "")) not in _LOOPBACK_HOSTS:
+        response = await _checked(request, call_next)
+        response.headers.update(_HEADERS)  # on every answer, a 401 or 403 included
+        return response
+
+    async def _checked(request: Request, call_next):
+        if loopback and _host_name(request.headers.get("host", "")) not in allowed_hosts:
             # A page elsewhere that rebinds its DNS name to 127.0.0.1 must not reach the API.
             return JSONResponse({"error": "this server answers to localhost only"}, 403)
+        refusal = _cross_site_refusal(request)
+        if refusal:
+            return JSONResponse({"error": refusal[1]}, refusal[0])
         given = None
         if token:
             given = (
@@ -134,15 +167,8 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
             # Trade the token in the URL for a cookie, so it leaves the address bar and history.
             response = RedirectResponse("/", 303)
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-        else:
-            response = await call_next(request)
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; "
-            "frame-ancestors 'none'"
-        )
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+            return response
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
@@ -175,8 +201,9 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
             kinds = kinds.split(",")
             for k in kinds:
                 issues_count[k] = issues_count.get(k, 0) + 1
-            labels_count[lab or ""] = labels_count.get(lab or "", 0) + 1
-            if (issue and issue not in kinds) or (label is not None and (lab or "") != label):
+            lab = readable_name(lab or "")  # JSON holds UTF-8 only
+            labels_count[lab] = labels_count.get(lab, 0) + 1
+            if (issue and issue not in kinds) or (label is not None and lab != label):
                 continue
             items.append({"id": image_id, "decision": decision, "decided_label": decided_label})
         return {
@@ -234,9 +261,9 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
             }
         return {
             "id": image_id,
-            "path": meta["path"],
-            "name": _name(meta["path"]),
-            "label": meta["label"],
+            "path": readable_name(meta["path"]),
+            "name": readable_name(_name(meta["path"])),
+            "label": meta["label"] and readable_name(meta["label"]),
             "width": meta["width"],
             "height": meta["height"],
             "size_bytes": meta["size_bytes"],
@@ -299,9 +326,18 @@ def serve(
     if not loopback and not token:
         raise ThresherError(
             f"refusing to serve the catalog on {host}, which is not a loopback address, "
-            "without a token: add --token SECRET (every request must then carry it)"
+            "without a token: set THRESHER_REVIEW_TOKEN (or --token SECRET; every request must "
+            "then carry it)"
         )
-    app = make_app(workspace, token, loopback)
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise ThresherError(
+            f"the review token is {len(token)} characters: use at least {MIN_TOKEN_CHARS} "
+            "random ones, e.g. THRESHER_REVIEW_TOKEN=$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe())')"
+        )
+    if not 0 <= port <= 65535:
+        raise ThresherError(f"--port {port} is not a port: 0 to 65535 (0 picks a free one)")
+    app = make_app(workspace, token, loopback, host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -332,8 +368,8 @@ def serve(
 class _ImageCache:
     """JPEG renditions of catalog images, decoded on demand; the last few kept in memory."""
 
-    def __init__(self, root: Path, max_pixels: int, keep: int = 64):
-        self.root, self.max_pixels, self.keep = root, max_pixels, keep
+    def __init__(self, root: Path, max_pixels: int, max_bytes: int, keep: int = 64):
+        self.root, self.max_pixels, self.max_bytes, self.keep = root, max_pixels, max_bytes, keep
         self._lru: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -346,8 +382,11 @@ class _ImageCache:
                 self._lru.move_to_end(key)
                 return self._lru[key]
         try:
-            view = decode((self.root / rel_path).read_bytes(), size, self.max_pixels).view
-        except (OSError, DecodeIssue):
+            # Regular files only, size checked first: a file swapped for a FIFO or a device
+            # since the scan cannot block or exhaust a request thread.
+            data = read_regular(self.root / rel_path, self.max_bytes)
+            view = decode(data, size, self.max_pixels).view
+        except (FileRefused, DecodeIssue):
             return None
         view.thumbnail((size, size))
         buf = io.BytesIO()
@@ -358,6 +397,34 @@ class _ImageCache:
             while len(self._lru) > self.keep:
                 self._lru.popitem(last=False)
         return data
+
+
+def _cross_site_refusal(request) -> tuple[int, str] | None:
+    """(status, why) when a state-changing request may come from another site, else None.
+
+    Browsers send Origin on every cross-origin POST/DELETE and Sec-Fetch-Site on all of them;
+    the page's own fetches carry its own origin and 'same-origin'.
+    """
+    if request.method in _SAFE_METHODS:
+        return None
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "")
+        if origin in ("null", "") or origin.split("://", 1)[-1] != host:
+            return 403, "cross-site request refused: open the review page itself"
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return 403, "cross-site request refused: open the review page itself"
+    if request.method == "POST":
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return 411, "a Content-Length is required"
+        if int(length) > MAX_BODY_BYTES:
+            return 413, f"the body is over {MAX_BODY_BYTES} bytes"
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return 422, "the body must be application/json (Content-Type)"
+    return None
 
 
 def _asset(name: str) -> str:

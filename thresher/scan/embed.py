@@ -51,10 +51,19 @@ def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
     except EmbedderUnavailable:
         raise
     except Exception as e:
-        msg = str(e).split(". ")[0].splitlines()[0][:160] if str(e) else type(e).__name__
-        how = "the weights could not be loaded" if weights else "no pretrained weights could be had"
+        msg = str(e).split(". ")[0].splitlines()[0][:160] if str(e) else ""
+        if weights is not None:
+            if msg.startswith("Weights only load failed"):
+                msg = "it holds more than tensors, which weights_only loading refuses"
+            # A junk file fails deep in the unpickler with a bare number or 'pop from empty
+            # list': name the file and what it should be, and the error's type.
+            raise EmbedderUnavailable(
+                f"{spec}: cannot load --weights {weights}: not a PyTorch state dict "
+                f"(.pth/.pt) this architecture reads ({type(e).__name__}: {msg or 'no detail'})"
+            ) from None
         raise EmbedderUnavailable(
-            f"{spec}: {how} ({msg}); pass --weights FILE.pth for offline use"
+            f"{spec}: no pretrained weights could be had ({msg or type(e).__name__}); "
+            "pass --weights FILE.pth for offline use"
         ) from None
     # channels_last: oneDNN's fast path for convolutions on the CPU (faster for MobileNetV2 in a
     # by-hand timing; bench/scan.py measures the resulting embedding rate, not the difference).
