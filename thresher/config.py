@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from thresher.errors import ThresherError
 from thresher.files import DEFAULT_MAX_FILE_BYTES
@@ -298,8 +298,36 @@ class Recipe(_Strict):
     tensorboard: bool = Field(False, description="Also write TensorBoard events (if installed).")
     guards: GuardConfig = Field(default_factory=GuardConfig, description="The training guards.")
 
+    @model_validator(mode="after")
+    def _coherent(self):
+        """Values each valid alone but wrong together, refused before anything is built."""
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas {list(self.betas)}: each must be in [0, 1), e.g. [0.9, 0.99]")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(
+                f"crop_scale {list(self.crop_scale)}: needs 0 < low <= high <= 1, e.g. [0.5, 1.0]"
+            )
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}")
+        if self.warmup_steps > self.total_steps:
+            raise ValueError(
+                f"warmup_steps {self.warmup_steps} is more than total_steps {self.total_steps}"
+            )
+        if self.image_size > MAX_IMAGE_SIZE:
+            # Checked before a tensor exists: at 100,000 px one float32 image alone is 120 GB.
+            gb = self.batch_size * 3 * self.image_size**2 * 4 / 1e9
+            raise ValueError(
+                f"image_size {self.image_size} px is over {MAX_IMAGE_SIZE}: one batch of "
+                f"{self.batch_size} input images alone would be {gb:,.0f} GB"
+            )
+        return self
+
 
 M = TypeVar("M", bound=BaseModel)
+
+# Training images larger than this are refused (ImageNet models train at 224-512 px).
+MAX_IMAGE_SIZE = 4096
 
 
 class CostOption(_Strict):
@@ -372,17 +400,47 @@ class CostPlan(_Strict):
 def load_yaml(path: Path, model: type[M]) -> M:
     """Read a YAML file into `model`, naming the offending key in one line on any error."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ThresherError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ThresherError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ThresherError(
+            f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}): "
+            "save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ThresherError(f"{path}{where}: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise ThresherError(f"{path} is not valid YAML: {e}") from None
+        raise ThresherError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ThresherError(f"{path}: expected a mapping of keys to values at the top level")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise ThresherError(f"{path}: {describe_validation_error(e)}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the key {key!r} is given twice", problem_mark=key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def describe_validation_error(e: ValidationError) -> str:
@@ -392,6 +450,8 @@ def describe_validation_error(e: ValidationError) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
             parts.append(f'unknown key "{key}"')
+        elif err["type"] == "value_error" and not err["loc"]:  # a model validator's own words
+            parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
             parts.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)

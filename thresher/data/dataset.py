@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from thresher.config import ScanConfig
+from thresher.errors import ThresherError
+from thresher.files import FileRefused, read_regular
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -23,6 +25,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.paths, self.targets, self.transform = paths, targets, transform
         self.view_px = view_px  # decode JPEGs in draft mode to about this size, not full size
         self.max_pixels = ScanConfig().max_image_pixels
+        self.max_bytes = ScanConfig().max_file_bytes
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,10 +58,12 @@ class ImageDataset(torch.utils.data.Dataset):
             i = (index + k) % len(self.paths)
             path = self.paths[i].decode()
             try:
-                with open(path, "rb") as f:
-                    return decode(f.read(), self.view_px, self.max_pixels).view
-            except (OSError, DecodeIssue) as e:
+                # Regular files only, size checked first: a file replaced by a FIFO or a
+                # device since the export can neither hang nor exhaust a worker.
+                data = read_regular(path, self.max_bytes)
+                return decode(data, self.view_px, self.max_pixels).view
+            except (FileRefused, DecodeIssue) as e:
                 # A file changed or vanished since the scan: a multi-day run must not die of
                 # it. The next sample stands in, and the warning names the file.
                 warnings.warn(f"cannot read {path} ({e}); using another sample", stacklevel=2)
-        raise RuntimeError("no image of the manifest can be read")
+        raise ThresherError("no image of the manifest can be read any more")

@@ -7,6 +7,7 @@ on, and over a multi-day run that copy-on-access grows every worker's memory wit
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,17 @@ class Manifest:
         return len(self.paths)
 
 
-def load_manifest(data: Path | str) -> Manifest:
+# Files decoded up front to tell a manifest of images from one of something else.
+_PROBE_FILES = 16
+
+
+def load_manifest(data: Path | str, probe: bool = True) -> Manifest:
     """Read DIR/manifest.parquet (what `thresher export` wrote), or a .parquet/.csv file.
 
-    Needs `path` and `label` columns; `split` (train/val) and `weight` are optional.
+    Needs `path` and `label` columns; `split` (train/val) and `weight` are optional. Relative
+    paths are relative to the manifest's folder (as the scan reads a manifest). Refused in one
+    line: empty labels, a single class, and (with `probe`) a manifest none of whose first
+    files can be read as an image.
     """
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -50,11 +58,30 @@ def load_manifest(data: Path | str) -> Manifest:
     missing = {"path", "label"} - set(t.column_names)
     if missing:
         raise ThresherError(f"the manifest {p} lacks the column(s) {', '.join(sorted(missing))}")
-    labels = np.asarray(t.column("label").to_numpy(zero_copy_only=False), dtype=str)
+    raw_labels = t.column("label").to_pylist()
+    blank = [i for i, x in enumerate(raw_labels) if x is None or not str(x).strip()]
+    if blank:
+        raise ThresherError(
+            f"the manifest {p} has {len(blank)} row(s) without a label (first: row {blank[0] + 1}"
+            "): label them or leave them out"
+        )
+    labels = np.asarray([str(x) for x in raw_labels], dtype=str)
     classes = tuple(sorted(set(labels.tolist())))
+    if len(classes) < 2:
+        raise ThresherError(
+            f"the manifest {p} has {len(classes)} class(es) ({', '.join(classes)}): a "
+            "classifier needs at least two"
+        )
+    raw_paths = t.column("path").to_pylist()
+    if any(x is None for x in raw_paths):
+        raise ThresherError(f"the manifest {p} has rows without a path")
+    base = p.parent.absolute()
     paths = np.array(
-        [s.encode() for s in t.column("path").to_pylist()], dtype=np.bytes_
+        [x.encode() if os.path.isabs(x) else str(base / x).encode() for x in raw_paths],
+        dtype=np.bytes_,
     )  # one fixed-width array, no per-row objects
+    if probe:
+        _probe_images(p, paths)
     if "split" in t.column_names:
         split = np.asarray(t.column("split").to_numpy(zero_copy_only=False), dtype=str)
         bad = sorted(set(split.tolist()) - {"train", "val"})
@@ -76,4 +103,24 @@ def load_manifest(data: Path | str) -> Manifest:
         weights=weights,
         is_val=is_val,
         classes=classes,
+    )
+
+
+def _probe_images(manifest: Path, paths: np.ndarray) -> None:
+    """One line when none of the first files is an image (all missing, or /etc/passwd)."""
+    from thresher.files import FileRefused, read_regular
+    from thresher.scan.decode import DecodeIssue, decode
+
+    first = None
+    for raw in paths[:_PROBE_FILES]:
+        path = raw.decode()
+        try:
+            decode(read_regular(path), 64, 89_478_485)
+            return
+        except (FileRefused, DecodeIssue) as e:
+            first = first or f"{path}: {e}"
+    raise ThresherError(
+        f"none of the first {min(len(paths), _PROBE_FILES)} files of the manifest {manifest} "
+        f"is a readable image ({first}); are the paths right? relative ones are read from "
+        "the manifest's folder"
     )
