@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -244,3 +245,35 @@ def test_special_entries_are_recorded_not_opened(tmp_path):
     s = scan(root, tmp_path / "ws", workers=0, **QUIET)
     assert s.statuses == {"ok": 1, "unreadable": 1}
     assert stat.S_ISFIFO(os.stat(root / "a" / "p.jpg").st_mode)
+
+
+def test_a_non_utf8_name_goes_through_clean_review_and_export(crawl, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from thresher.clean.findings import ACTIONS, clean
+    from thresher.clean.report import html_report, write_issues
+    from thresher.config import ExportPolicy
+    from thresher.export import export
+    from thresher.review.server import make_app
+
+    raw = os.path.join(os.fsencode(crawl / "circle"), b"caf\xe9.jpg")
+    shutil.copy(crawl / "circle" / sorted(os.listdir(crawl / "circle"))[0], raw)  # a duplicate
+    ws = tmp_path / "ws"
+    scan(crawl, ws, workers=0, **QUIET)
+    clean(ws, log=lambda m: None)
+    assert "caf\\xe9.jpg" in html_report(ws).read_text()
+    write_issues(tmp_path / "issues.csv", ws)
+    notes = []
+    keep_all = ExportPolicy(actions={k: "keep" for k in ACTIONS})  # only the name can drop it
+    s = export(ws, tmp_path / "out", keep_all, log=notes.append)
+    assert s.dropped["file name not UTF-8"] == 1
+    assert any("circle/caf\\xe9.jpg" in n and "rename" in n for n in notes)
+    name = os.fsdecode(b"circle/caf\xe9.jpg")
+    with Catalog(ws) as cat:
+        image_id = cat.known()[name].id
+    app = make_app(ws)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        r = c.get(f"/api/items/{image_id}")
+        assert r.status_code == 200 and r.json()["name"] == "caf\\xe9.jpg"
+        assert c.get("/api/queue").status_code == 200
+    app.state.catalog.close()
