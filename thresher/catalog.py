@@ -38,8 +38,8 @@ STATUSES = (
     "corrupt",  # an image format, but decoding failed (truncated, bad data)
     "empty",  # zero bytes
     "not_image",  # not a format Pillow can identify (an HTML page saved as .jpg, ...)
-    "oversized",  # header claims more pixels than max_image_pixels; never decoded
-    "unreadable",  # the file could not be read (permissions, I/O error)
+    "oversized",  # over max_file_bytes (never read) or max_image_pixels (never decoded)
+    "unreadable",  # not read: permissions, I/O error, or not a regular file (FIFO, device)
     "broken_symlink",  # a symlink whose target does not exist
     "missing",  # was in the catalog, no longer on disk
 )
