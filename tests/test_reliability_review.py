@@ -94,6 +94,11 @@ def test_errors_carry_the_security_headers_and_tokens_must_be_strong(cleaned_cop
             env={**os.environ, "THRESHER_REVIEW_TOKEN": token},
         )  # fmt: skip
         assert r.returncode == 2 and "at least 16" in r.stderr, r.stderr[-1000:]
+    r = subprocess.run(
+        [sys.executable, "-m", "thresher.cli", "review", "-w", cleaned_copy, "--token", "x"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "shows in `ps`" in r.stderr and "at least 16" in r.stderr
 
 
 def test_cli_review_port_out_of_range_is_one_line(cleaned_copy):

@@ -256,17 +256,23 @@ def test_a_non_utf8_name_goes_through_clean_review_and_export(crawl, tmp_path):
     from thresher.export import export
     from thresher.review.server import make_app
 
+    circles = sorted((crawl / "circle").glob("img_*.jpg"))
     raw = os.path.join(os.fsencode(crawl / "circle"), b"caf\xe9.jpg")
-    shutil.copy(crawl / "circle" / sorted(os.listdir(crawl / "circle"))[0], raw)  # a duplicate
+    shutil.copy(circles[0], raw)  # a copy of another circle
+    folder = os.path.join(os.fsencode(crawl), b"d\xf6g")  # a class whose name is not UTF-8,
+    os.makedirs(folder)  # holding copies of a circle: clean's reasons quote both labels
+    for i in range(3):
+        shutil.copy(circles[1], os.path.join(folder, b"%d.jpg" % i))
     ws = tmp_path / "ws"
     scan(crawl, ws, workers=0, **QUIET)
     clean(ws, log=lambda m: None)
-    assert "caf\\xe9.jpg" in html_report(ws).read_text()
+    report = html_report(ws).read_text()
+    assert "caf\\xe9.jpg" in report and "d\\xf6g" in report
     write_issues(tmp_path / "issues.csv", ws)
     notes = []
     keep_all = ExportPolicy(actions={k: "keep" for k in ACTIONS})  # only the name can drop it
     s = export(ws, tmp_path / "out", keep_all, log=notes.append)
-    assert s.dropped["file name not UTF-8"] == 1
+    assert s.dropped["file name not UTF-8"] == 4
     assert any("circle/caf\\xe9.jpg" in n and "rename" in n for n in notes)
     name = os.fsdecode(b"circle/caf\xe9.jpg")
     with Catalog(ws) as cat:

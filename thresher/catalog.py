@@ -350,10 +350,12 @@ class Catalog:
         """Replace the whole issue table and the clean summary, in one transaction."""
         with self._tx():
             self._db.execute("DELETE FROM issues")
+            # suggested_label and reason may quote a non-UTF-8 folder name (see _bind).
+            text = ("suggested_label", "reason")
+            marks = [_TEXT if c in text else "?" for c in self.ISSUE_COLUMNS]
             self._db.executemany(
-                f"INSERT INTO issues({', '.join(self.ISSUE_COLUMNS)}) "
-                f"VALUES({', '.join('?' * len(self.ISSUE_COLUMNS))})",
-                rows,
+                f"INSERT INTO issues({', '.join(self.ISSUE_COLUMNS)}) VALUES({', '.join(marks)})",
+                ([_bind(v) for v in row] for row in rows),
             )
             self.set_meta("clean_summary", summary)
 

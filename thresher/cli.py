@@ -187,6 +187,12 @@ def review(
     """
     from thresher.review.server import serve
 
+    if any(a == "--token" or a.startswith("--token=") for a in sys.argv):
+        err.print(
+            "note: a --token on the command line shows in `ps` to every user of this machine; "
+            "THRESHER_REVIEW_TOKEN keeps it out",
+            markup=False,
+        )
     serve(workspace, host=host, port=port, token=token, log=lambda m: print(m, flush=True))
 
 

@@ -167,5 +167,5 @@ def html_report(
             reason = f"<br>{html.escape(r[8])}" if r[8] else ""
             parts.append(card(r[0], r[1], f"<br>confidence {r[3]:.2f}{sugg}{reason}"))
         parts.append("</div>")
-    out.write_text("\n".join(parts))
+    out.write_text(readable_name("\n".join(parts)))  # a non-UTF-8 folder name, as \xNN
     return out
