@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -151,7 +151,7 @@ def make_app(
             return JSONResponse({"error": "this server answers to localhost only"}, 403)
         refusal = _cross_site_refusal(request)
         if refusal:
-            return JSONResponse({"error": refusal[1]}, refusal[0])
+            return JSONResponse({"error": refusal.why}, refusal.status)
         given = None
         if token:
             given = (
@@ -399,8 +399,15 @@ class _ImageCache:
         return data
 
 
-def _cross_site_refusal(request) -> tuple[int, str] | None:
-    """(status, why) when a state-changing request may come from another site, else None.
+class Refusal(NamedTuple):
+    """Why a request is answered with an error before it reaches the API."""
+
+    status: int
+    why: str
+
+
+def _cross_site_refusal(request) -> Refusal | None:
+    """A Refusal when a state-changing request may come from another site, else None.
 
     Browsers send Origin on every cross-origin POST/DELETE and Sec-Fetch-Site on all of them;
     the page's own fetches carry its own origin and 'same-origin'.
@@ -411,19 +418,19 @@ def _cross_site_refusal(request) -> tuple[int, str] | None:
     if origin is not None:
         host = request.headers.get("host", "")
         if origin in ("null", "") or origin.split("://", 1)[-1] != host:
-            return 403, "cross-site request refused: open the review page itself"
+            return Refusal(403, "cross-site request refused: open the review page itself")
     site = request.headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
-        return 403, "cross-site request refused: open the review page itself"
+        return Refusal(403, "cross-site request refused: open the review page itself")
     if request.method == "POST":
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
-            return 411, "a Content-Length is required"
+            return Refusal(411, "a Content-Length is required")
         if int(length) > MAX_BODY_BYTES:
-            return 413, f"the body is over {MAX_BODY_BYTES} bytes"
+            return Refusal(413, f"the body is over {MAX_BODY_BYTES} bytes")
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
-            return 422, "the body must be application/json (Content-Type)"
+            return Refusal(422, "the body must be application/json (Content-Type)")
     return None
 
 
