@@ -496,7 +496,7 @@ def _print_scan(s) -> None:
 
 
 def _print_clean(s) -> None:
-    from thresher.clean.findings import ACTIONS
+    from thresher.issue_model import ACTIONS
 
     t = Table(title="clean")
     for col in ("issue", "files", "share", "action"):

@@ -21,10 +21,10 @@ import numpy as np
 from thresher._callable import make_callable
 from thresher.catalog import Catalog
 from thresher.clean import imbalance
-from thresher.clean.findings import ACTIONS, GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ExportPolicy
 from thresher.data.split import group_stratified_split
 from thresher.errors import ThresherError
+from thresher.issue_model import ACTIONS, GROUP_KINDS
 
 MANIFEST = "manifest.parquet"
 MANIFEST_CSV = "manifest.csv"
@@ -105,21 +105,21 @@ def export(
             drop(r, "review: drop")
         elif decision == "relabel":
             label[r] = new_label
-    for _path, _, kind, _, grp, keep, suggested, *_rest, image_id, _d, _dl in issue_rows:
-        r = row_of.get(image_id)
+    for x in issue_rows:
+        r = row_of.get(x.image_id)
         if r is None:
             continue
-        if kind in GROUP_KINDS:
-            group[r] = grp
+        if x.issue in GROUP_KINDS:
+            group[r] = x.grp
         if decided[r]:
             continue
-        action = actions[kind]
+        action = actions[x.issue]
         if action == "drop":
-            drop(r, kind)
-        elif action == "keep one" and not keep:
-            drop(r, f"{kind} (a copy)")
-        elif action == "relabel" and suggested:
-            label[r] = suggested
+            drop(r, x.issue)
+        elif action == "keep one" and not x.keep:
+            drop(r, f"{x.issue} (a copy)")
+        elif action == "relabel" and x.suggested_label:
+            label[r] = x.suggested_label
     for r in np.nonzero(np.array([x is None for x in label]) & (drop_reason == None))[0]:  # noqa: E711
         drop(r, "no label")
 

@@ -23,9 +23,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thresher.catalog import Catalog, EmbeddingRows
-from thresher.clean.findings import GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
+from thresher.issue_model import GROUP_KINDS
 from thresher.review.evidence import label_choices, neighbours
 
 TOKEN_COOKIE = "thresher_token"
@@ -194,17 +194,18 @@ def make_app(workspace: Path | str = DEFAULT_WORKSPACE, token: str | None = None
         with lock:
             meta = cat.image(image_id)
             issue_rows = cat.issues([image_id])
-        decision = issue_rows[0][10:12] if issue_rows else (None, None)
+        first = issue_rows[0] if issue_rows else None
+        decision = (first.decision, first.decided_label) if first else (None, None)
         issues = [
             {
-                "issue": x[2],
-                "confidence": x[3],
-                "group": x[4],
-                "keep": bool(x[5]),
-                "suggested_label": x[6],
-                "reason": x[8],
+                "issue": x.issue,
+                "confidence": x.confidence,
+                "group": x.grp,
+                "keep": bool(x.keep),
+                "suggested_label": x.suggested_label,
+                "reason": x.reason,
             }
-            for x in sorted(issue_rows, key=lambda x: -x[3])
+            for x in sorted(issue_rows, key=lambda x: -x.confidence)
         ]
         near = []
         if matrix is not None and col["has_embedding"][r] == 1:

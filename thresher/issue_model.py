@@ -1,0 +1,104 @@
+"""The issue model: the kinds of issue, what export does with each by default, the typed rows.
+
+A leaf (no thresher imports): clean writes these rows, catalog stores them, and review, export,
+the report, demo and the CLI read them by name. One place for this knowledge.
+
+Default actions follow each rule's measured precision on the real-image bench
+(bench/clean_real.py, bench/RESULTS.md): a rule that is not sure sends a file to review or only
+reports it, never drops it silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+# Issue kind -> what export does with it by default. ExportPolicy.actions overrides per kind.
+ACTIONS: dict[str, str] = {
+    # Scan statuses: the file cannot be used at all.
+    "corrupt": "drop",
+    "empty": "drop",
+    "not_image": "drop",
+    "oversized": "drop",
+    "unreadable": "drop",
+    "broken_symlink": "drop",
+    # Exact by definition (the short side as stored).
+    "low_resolution": "drop",
+    # Measured on the real bench; see bench/RESULTS.md "clean on real images".
+    "upscaled": "drop",
+    "blank": "drop",
+    "exact_duplicate": "keep one",
+    "near_duplicate": "keep one",
+    # Dropped, not relabelled, unless the policy or a reviewer says so: the suggested label is
+    # the detector's second guess, and a wrong relabel teaches the wrong class.
+    "label_error": "drop",
+    "label_conflict": "review",
+    "doubtful_label": "review",
+}
+
+# Kinds whose `grp` is a duplicate group (label_conflict reuses the group of its copies):
+# export keeps a group on one side of the split, review shows the group as evidence.
+GROUP_KINDS = ("exact_duplicate", "near_duplicate", "label_conflict")
+DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
+
+
+class IssueRecord(NamedTuple):
+    """One stored issue row, as clean writes it (the `issues` table's columns, in order)."""
+
+    image_id: int
+    issue: str
+    confidence: float
+    grp: int | None
+    keep: int
+    suggested_label: str | None
+    review: int  # place in the review queue, 1 = first; 0 = not queued
+    reason: str | None
+
+
+class IssueRow(NamedTuple):
+    """One issue of one file, joined with the file and a person's decision (Catalog.issues)."""
+
+    path: str
+    label: str | None
+    issue: str
+    confidence: float
+    grp: int | None
+    keep: int
+    suggested_label: str | None
+    review: int
+    reason: str | None
+    image_id: int
+    decision: str | None
+    decided_label: str | None
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one detector found, in the one shape every detector returns.
+
+    `rows` are row indices into the catalog columns; the other arrays align with `rows`
+    (None where the detector has nothing to say). `confidence` is 0-1, higher = surer.
+    """
+
+    kind: str
+    rows: np.ndarray
+    confidence: np.ndarray
+    group: np.ndarray | None = None
+    keep: np.ndarray | None = None
+    suggestion: np.ndarray | None = None
+    reason: np.ndarray | None = None
+
+    @classmethod
+    def where(cls, kind: str, mask: np.ndarray, confidence: np.ndarray, **per_row) -> Found:
+        """The rows where `mask` holds, every full-length array cut down to them."""
+        rows = np.nonzero(np.asarray(mask, bool))[0]
+        cut = {k: None if v is None else np.asarray(v)[rows] for k, v in per_row.items()}
+        return cls(kind, rows, np.asarray(confidence)[rows], **cut)
+
+
+def removes(kind: str, keep: bool, actions: dict[str, str] = ACTIONS) -> bool:
+    """Whether export's action for this kind takes the file out of the dataset."""
+    action = actions[kind]
+    return action == "drop" or (action == "keep one" and not keep)
