@@ -21,6 +21,7 @@ Truth columns: path, label, true_label, kind, group (copies of one picture share
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 FACTORS = (3, 4, 5, 6, 8, 10)
+OVERLAY_BACKGROUND = (38, 52, 84, 255)  # wallpapers that are alpha overlays go on dark blue
 TRUTH_FIELDS = ("path", "label", "true_label", "kind", "group")
 
 
@@ -163,7 +165,12 @@ def build(out: Path | str, clip_per_class: int = 40, seed: int = 0) -> Path:
     # -- photos --------------------------------------------------------------------------------
     photos = []
     for p in wallpapers():
-        im = _fit(Image.open(p).convert("RGB"), PHOTO_LONG)
+        im = Image.open(p)
+        if im.mode in ("RGBA", "LA", "P"):  # overlays drawn in alpha: put them on a desktop
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, OVERLAY_BACKGROUND)
+            im = Image.alpha_composite(bg, im)
+        im = _fit(im.convert("RGB"), PHOTO_LONG)
         if min(im.size) < 600:
             continue
         photos.append((p, im))
@@ -218,12 +225,19 @@ def build(out: Path | str, clip_per_class: int = 40, seed: int = 0) -> Path:
 
     # -- clip art -------------------------------------------------------------------------------
     drawings: list[tuple[str, str, Image.Image]] = []
+    seen: set[str] = set()
     for cls in CLIP_CLASSES:
         files = sorted((CLIPART / cls).rglob("*.png"))
         picked = []
         for i in rng.permutation(len(files)):
             im = on_white(files[i])
-            if im is not None:
+            if im is None:
+                continue
+            # openclipart files one drawing under several names and folders: the truth
+            # must not call two copies of one picture different pictures
+            digest = hashlib.sha1(np.asarray(im.resize((64, 64))).tobytes()).hexdigest()
+            if digest not in seen:
+                seen.add(digest)
                 picked.append((cls, files[i].stem[:40], im))
             if len(picked) == clip_per_class:
                 break
@@ -231,7 +245,12 @@ def build(out: Path | str, clip_per_class: int = 40, seed: int = 0) -> Path:
     n_dr = len(drawings)
     wrong = set(rng.choice(n_dr, n_dr // 10, replace=False).tolist())
     order = rng.permutation(n_dr)
-    many, few, variants = order[0], order[1:11], order[11:21]
+    many, few = order[0], order[1:11]
+    # Colour variants only of drawings with colour (turning a grey drawing's hue changes nothing).
+    colourful = [
+        k for k in order[11:] if np.asarray(drawings[k][2].convert("HSV"))[..., 1].mean() > 25
+    ]
+    variants = colourful[:10]
     for k, (cls, stem, im) in enumerate(drawings):
         label = cls
         kind = "genuine"

@@ -31,8 +31,8 @@ from clean_data import build, read_truth  # noqa: E402
 from clean_quality import (  # noqa: E402
     WEIGHTS,
     cleanlab_issues,
-    fmnist_embeddings,
     flip,
+    fmnist_embeddings,
     group_pairs,
     pairs_to_groups,
     prf,
@@ -193,10 +193,11 @@ def real_section(d: Path, rows: list, extra: list) -> None:
             ).most_common()
         )
     )
+    planted_problems = copies | blanks | wrong_label
     extra.append(
         f"files flagged (removed or changed): {summary.flagged} of {n} "
         f"({100 * summary.flagged_share:.1f}%); planted problems: "
-        f"{len(copies | blanks | wrong_label)} ({100 * len(copies | blanks | wrong_label) / n:.1f}%)"
+        f"{len(planted_problems)} ({100 * len(planted_problems) / n:.1f}%)"
     )
     # The review queue.
     problem = copies | blanks | wrong_label | {p for p, k in kind_of.items() if k == "upscaled"}
@@ -228,7 +229,7 @@ def real_section(d: Path, rows: list, extra: list) -> None:
     vote = knn_probs(emb, y, len(classes), k=10).argmax(axis=1) != y
     row("label errors", "10-NN vote", set(paths[vote]), wrong_label, "same embeddings")
     cl = cleanlab_issues(emb, y)
-    row("label errors", "cleanlab find_label_issues", set(paths[cl]), wrong_label, "same embeddings")
+    row("label errors", "cleanlab find_label_issues", set(paths[cl]), wrong_label, "same emb.")
 
     if not PEERS:
         return

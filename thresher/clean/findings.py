@@ -67,6 +67,7 @@ DETECTOR_COLUMNS = (
     "width",
     "height",
     "size_bytes",
+    "format",
     "phash",
     "dhash",
     "mean_r",
@@ -75,7 +76,6 @@ DETECTOR_COLUMNS = (
     "std_r",
     "std_g",
     "std_b",
-    "dominant_share",
     "effective_short_side",
     "has_embedding",
 )
@@ -129,7 +129,7 @@ def detect_quality(x: Inputs) -> list[Found]:
         "upscaled": quality_rules.upscaled(
             c["width"], c["height"], c["effective_short_side"], x.ok, th
         ),
-        "blank": quality_rules.blank(std, c["dominant_share"], x.ok, th),
+        "blank": quality_rules.blank(std, x.ok, th),
     }
     x.blank = rules["blank"].is_issue
     return [Found.where(k, r.is_issue, r.confidence, reason=r.reason) for k, r in rules.items()]
@@ -149,6 +149,9 @@ def detect_duplicates(x: Inputs) -> list[Found]:
         max_dhash=th.near_duplicate_max_dhash,
         max_colour_shift=th.near_duplicate_max_colour_shift,
         min_cosine=th.near_duplicate_min_cosine,
+        std_rgb=np.stack([c["std_r"], c["std_g"], c["std_b"]], axis=1),
+        max_chroma_shift=th.near_duplicate_max_chroma_shift,
+        max_spread_shift=th.near_duplicate_max_spread_shift,
     )
     w, h = c["width"], c["height"]
     bpp = np.divide(
@@ -161,9 +164,9 @@ def detect_duplicates(x: Inputs) -> list[Found]:
     # checksummed (a catalog scanned before schema version 2).
     has_pixels = np.array([v is not None for v in c["pixel_checksum"]], dtype=bool)
     exact_key = np.where(has_pixels, c["pixel_checksum"], c["checksum"])
-    d = dup.find_duplicates(
-        exact_key, signals, dup.real_pixels(w, h, c["effective_short_side"]), bpp, eligible
-    )
+    real_px = dup.real_pixels(w, h, c["effective_short_side"], th.upscaled_min_factor)
+    lossless = np.isin(c["format"].astype(str), dup.LOSSLESS_FORMATS)
+    d = dup.find_duplicates(exact_key, signals, real_px, bpp, eligible, lossless)
     x.duplicates = d
     in_group = d.group >= 0
     reason = np.where(d.keep, "kept copy", "copy of the kept one").astype(object)
