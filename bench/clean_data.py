@@ -194,9 +194,7 @@ def build(out: Path | str, clip_per_class: int = 40, seed: int = 0) -> Path:
         filt = list(FILTERS)[(j // len(FACTORS)) % len(FILTERS)]
         small = im.resize((max(1, im.size[0] // f), max(1, im.size[1] // f)), Image.LANCZOS)
         fake = small.resize(im.size, FILTERS[filt])
-        wr.put(
-            _jpeg(fake, 90), "photos", f"{name}_x{f}_{filt}.jpg", "photos", "upscaled", int(k)
-        )
+        wr.put(_jpeg(fake, 90), "photos", f"{name}_x{f}_{filt}.jpg", "photos", "upscaled", int(k))
     for k in order[int(0.5 * n_ph) : int(0.75 * n_ph)]:  # real low resolution
         name, im = photos[k]
         small = _jpeg(_fit(im, 400), 88)

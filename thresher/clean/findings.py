@@ -172,9 +172,7 @@ def detect_duplicates(x: Inputs) -> list[Found]:
     reason = np.where(d.keep, "kept copy", "copy of the kept one").astype(object)
     reason[d.exact & ~d.keep] = "same pixels as the kept copy"
     out = [
-        Found.where(
-            kind, in_group & mask, d.confidence, group=d.group, keep=d.keep, reason=reason
-        )
+        Found.where(kind, in_group & mask, d.confidence, group=d.group, keep=d.keep, reason=reason)
         for kind, mask in (("exact_duplicate", d.exact), ("near_duplicate", ~d.exact))
     ]
     # Copies filed under different labels: the labels conflict, a person should decide.

@@ -38,6 +38,7 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
         if cat.get_meta("clean_summary") is None:
             raise ThresherError(f"no issues in {workspace} yet: run `thresher clean` first")
         rows = cat.issues()
+
     def col(name):
         return [getattr(r, name) for r in rows]
 
