@@ -218,6 +218,65 @@ def keep_scores(
     )
 
 
+def _group_runs(groups: np.ndarray) -> list[np.ndarray]:
+    member = np.nonzero(groups >= 0)[0]
+    order = member[np.argsort(groups[member], kind="stable")]
+    return np.split(order, np.flatnonzero(np.diff(groups[order])) + 1) if len(order) else []
+
+
+def embedding_centrality(groups: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Mean cosine of each member to the other members of its group (0 outside groups).
+
+    Finer than pHash bits: a watermark or a crop moves a copy away from the rest, a re-encode
+    barely does.
+    """
+    out = np.zeros(len(groups), dtype=np.float64)
+    for m in _group_runs(groups):
+        if len(m) < 2:
+            continue
+        e = np.asarray(embeddings[m], dtype=np.float64)
+        out[m] = ((e @ e.T).sum(axis=1) - np.einsum("nd,nd->n", e, e)) / (len(m) - 1)
+    return out
+
+
+def choose_kept(
+    groups: np.ndarray,
+    real_px: np.ndarray,
+    centrality: np.ndarray,
+    bytes_per_pixel: np.ndarray,
+    lossless: np.ndarray | None = None,
+    within: float = 1.5,
+) -> np.ndarray:
+    """Per row, the row index of its group's kept copy (-1 outside groups).
+
+    Among the members with nearly the most real pixels (within `within` x of the group's
+    best: a copy enlarged a little, or a JPEG of a PNG, is no better), a lossless file first,
+    then the most central (centrality in 0-1, compared to 0.01), then the lightest compression
+    relative to the group (bytes per pixel).
+    """
+    n = len(groups)
+    member = groups >= 0
+    top_px = np.zeros(n)
+    top_bpp = np.zeros(n)
+    g = np.where(member, groups, 0)
+    size = int(g.max()) + 1 if member.any() else 1
+    best_px, best_bpp = np.zeros(size), np.zeros(size)
+    np.maximum.at(best_px, g[member], real_px[member])
+    np.maximum.at(best_bpp, g[member], bytes_per_pixel[member])
+    top_px[member] = best_px[g[member]]
+    top_bpp[member] = best_bpp[g[member]]
+    contender = real_px * within >= top_px
+    lossless = np.zeros(n) if lossless is None else np.asarray(lossless, float)
+    rel_bpp = np.divide(bytes_per_pixel, top_bpp, out=np.zeros(n), where=top_bpp > 0)
+    score = (
+        contender * 1e7
+        + lossless * 1e5
+        + np.floor(np.clip(centrality, 0, 1) * 100) * 100
+        + np.minimum(rel_bpp, 1.0) * 99
+    )
+    return representatives(groups, score)
+
+
 def group_centrality(groups: np.ndarray, phash: np.ndarray) -> np.ndarray:
     """64 minus the mean pHash distance of each member to the other members of its group."""
     out = np.zeros(len(groups), dtype=np.float64)
@@ -347,7 +406,7 @@ def find_duplicates(
 
     Candidates come from the hash search (pHash within max_phash) and, with embeddings, from
     the k-NN search; `signals.same_picture` confirms each; union-find groups them; the best
-    copy (`keep_scores`) is kept, and every other member must be the same picture as the kept
+    copy (`choose_kept`) is kept, and every other member must be the same picture as the kept
     copy, or leave the group.
     """
     n = len(signals.phash)
@@ -377,9 +436,11 @@ def find_duplicates(
     group[ex] = target[exact_group[ex]]
 
     def best_copies(g):
-        centrality = group_centrality(g, signals.phash)
-        scores = keep_scores(real_px, centrality, bytes_per_pixel, lossless)
-        return representatives(g, scores)
+        if signals.embeddings is not None:
+            centrality = embedding_centrality(g, signals.embeddings)
+        else:
+            centrality = group_centrality(g, signals.phash) / 64.0
+        return choose_kept(g, real_px, centrality, bytes_per_pixel, lossless)
 
     rep = best_copies(group)
     r = np.nonzero(group >= 0)[0]
