@@ -50,6 +50,16 @@ class ExportSummary:
     notes: list[str] = field(default_factory=list)
 
 
+def orphaned_groups(group: np.ndarray, alive: np.ndarray, drop_reason: np.ndarray) -> int:
+    """Duplicate groups with no file left where a copy was dropped as a duplicate: the picture
+    is gone from the export although it was never judged bad itself."""
+    in_group = group >= 0
+    as_copy = np.array([isinstance(r, str) and r.endswith("(a copy)") for r in drop_reason])
+    g_alive = set(group[in_group & alive].tolist())
+    g_copied = set(group[in_group & as_copy].tolist())
+    return len(g_copied - g_alive)
+
+
 def export(
     workspace: Path | str = DEFAULT_WORKSPACE,
     out: Path | str = "export",
@@ -135,6 +145,14 @@ def export(
             + ", ".join(sorted(small)[:10])
         )
     alive = drop_reason == None  # noqa: E711
+    orphans = orphaned_groups(group, alive, drop_reason)
+    if orphans:
+        note = (
+            f"warning: {orphans} duplicate group(s) left with no copy: their copies were dropped "
+            "as duplicates and the kept one by a decision or another issue's action"
+        )
+        s.notes.append(note)
+        log(note)
     for reason in drop_reason[~alive]:
         s.dropped[reason] = s.dropped.get(reason, 0) + 1
     rows = np.nonzero(alive)[0]

@@ -31,6 +31,7 @@ class CleanSummary:
     files: int = 0
     flagged: int = 0  # files with at least one issue that removes or changes them
     by_issue: dict[str, int] = field(default_factory=dict)
+    confidence: dict[str, float] = field(default_factory=dict)  # kind -> mean of its rows
     review: int = 0
     duplicate_groups: int = 0
     counts_before: dict[str, int] = field(default_factory=dict)
@@ -272,6 +273,7 @@ def find_issues(
         count = int((~keep).sum()) if f.kind in DUPLICATE_KINDS else len(f.rows)
         if count:
             s.by_issue[f.kind] = s.by_issue.get(f.kind, 0) + count
+            s.confidence[f.kind] = float(np.mean(f.confidence[~keep]))
         for k, r in enumerate(f.rows.tolist()):
             sugg = None if f.suggestion is None else f.suggestion[k]
             reason = None if f.reason is None else f.reason[k]
@@ -306,43 +308,61 @@ def queue_files(x: Inputs, found: list[Found]) -> tuple[np.ndarray, Found | None
     the queue adds (files no detector flagged, whose label the views split on)."""
     n = x.n
     by_kind = {f.kind: f for f in found}
-    doubt = np.zeros(n)
-    if x.label_probs is not None:
-        rows, _classes, y, le = x.label_probs
-        doubt[rows] = review_queue.label_doubt(le.probs, y, le.is_issue)
+    cand: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for kind in ("label_error", "label_conflict"):
+        if kind in by_kind and len(by_kind[kind].rows):
+            cand[kind] = (by_kind[kind].rows, by_kind[kind].confidence)
     d = x.duplicates
-    # Borderline rule decisions compete for the queue too, on the same 0-1 doubt scale.
+    # A group may lose its picture when its kept copy is flagged by a rule that removes it.
+    flagged_kept = np.zeros(n, bool)
+    for f in found:
+        if f.kind not in GROUP_KINDS and ACTIONS.get(f.kind) in ("drop", "review"):
+            flagged_kept[f.rows] = True
+    flagged_kept &= d.keep
+    if flagged_kept.any():
+        rows = np.nonzero(flagged_kept)[0]
+        cand["doubtful_kept_copy"] = (rows, np.ones(len(rows)))
+    # Borderline scores of the threshold rules, each capped in the queue.
     copies = (d.group >= 0) & ~d.keep & ~d.exact  # the kept copy and byte twins need no decision
-    rule_doubt = review_queue.threshold_doubt(d.confidence, copies)
+    borderline = {"near_duplicate": review_queue.threshold_doubt(d.confidence, copies)}
     for kind in ("upscaled", "blank"):
         f = by_kind[kind]
         mask = np.zeros(n, bool)
         mask[f.rows] = True
         conf = np.zeros(n)
         conf[f.rows] = f.confidence
-        rule_doubt = np.maximum(rule_doubt, review_queue.threshold_doubt(conf, mask))
-    doubt = np.maximum(doubt, rule_doubt)
-    queue = review_queue.review_queue(doubt, n, x.th.review_fraction)
+        borderline[kind] = review_queue.threshold_doubt(conf, mask)
+    flagged = np.zeros(n, bool)
+    for f in found:
+        flagged[f.rows] = True
+    best = np.full(n, None, dtype=object)
+    if x.label_probs is not None:
+        rows, classes, y, le = x.label_probs
+        near_miss = np.zeros(n)
+        near_miss[rows] = np.where(
+            le.is_issue, 0.0, review_queue.label_doubt(le.probs, y, le.is_issue)
+        )
+        near_miss[flagged] = 0.0
+        borderline["doubtful_label"] = near_miss
+        top_other = le.probs.copy()
+        top_other[np.arange(len(y)), y] = -1
+        best[rows] = [classes[i] for i in top_other.argmax(axis=1)]
+    for kind, doubt in borderline.items():
+        rows = np.nonzero(doubt > 0)[0]
+        if len(rows):
+            cand[kind] = (rows, doubt[rows])
+    queue = review_queue.ranked_queue(cand, n, x.th.review_fraction)
     in_queue = np.zeros(n, dtype=np.int64)
     in_queue[queue] = np.arange(1, len(queue) + 1)
     if x.label_probs is None:
         return in_queue, None
-    rows, classes, y, le = x.label_probs
-    flagged = np.zeros(n, bool)
-    for f in found:
-        flagged[f.rows] = True
     extra = np.zeros(n, bool)
     extra[queue] = True
-    extra &= ~flagged
-    top_other = le.probs.copy()
-    top_other[np.arange(len(y)), y] = -1
-    best = np.full(n, None, dtype=object)
-    best[rows] = [classes[i] for i in top_other.argmax(axis=1)]
-    extra &= best != None  # noqa: E711  (only labelled rows have a second guess)
+    extra &= ~flagged & (best != None)  # noqa: E711  (only labelled rows have a second guess)
     return in_queue, Found.where(
         "doubtful_label",
         extra,
-        doubt,
+        borderline["doubtful_label"],
         suggestion=best,
         reason=np.full(n, "the views are split about its label", dtype=object),
     )
