@@ -296,6 +296,38 @@ def build(out: Path | str, clip_per_class: int = 40, seed: int = 0) -> Path:
     return out
 
 
+def build_testset(out: Path | str, per_class: int = 25, seed: int = 1) -> Path:
+    """Clip art of the crawl's classes that never appears in it: `out/test/<class>/<file>`."""
+    out = Path(out)
+    test = out / "test"
+    if (test / ".done").exists():
+        return test
+    seen = set()
+    for r in read_truth(out):
+        if r["true_label"] in CLIP_CLASSES and r["kind"] in ("genuine", "label_error"):
+            im = Image.open(out / "crawl" / r["path"]).convert("RGB")
+            seen.add(hashlib.sha1(np.asarray(im.resize((64, 64))).tobytes()).hexdigest())
+    rng = np.random.default_rng(seed)
+    for cls in CLIP_CLASSES:
+        files = sorted((CLIPART / cls).rglob("*.png"))
+        taken = 0
+        for i in rng.permutation(len(files)):
+            im = on_white(files[i])
+            if im is None:
+                continue
+            digest = hashlib.sha1(np.asarray(im.resize((64, 64))).tobytes()).hexdigest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            (test / cls).mkdir(parents=True, exist_ok=True)
+            im.save(test / cls / f"{files[i].stem[:40]}.png")
+            taken += 1
+            if taken == per_class:
+                break
+    (test / ".done").write_text("")
+    return test
+
+
 def read_truth(out: Path | str) -> list[dict]:
     """The truth rows of a built crawl (group as int)."""
     with open(Path(out) / "truth.csv", newline="") as f:
