@@ -164,3 +164,23 @@ def test_export_counts_groups_left_with_no_copy():
         dtype=object,
     )
     assert orphaned_groups(group, alive, reason) == 1  # group 0 lost every copy; 1 kept one
+
+
+def test_issue_rows_are_typed_and_read_by_name(tmp_path):
+    from thresher.clean.findings import clean
+    from thresher.issue_model import ACTIONS, IssueRow
+
+    root = tmp_path / "crawl" / "photos"
+    root.mkdir(parents=True)
+    photo = texture(640, 640, 3)
+    photo.save(root / "a.png")
+    (root / "b.png").write_bytes((root / "a.png").read_bytes())  # a byte copy
+    scan(root.parent, tmp_path / "ws", workers=0, embed=False, progress=False, log=lambda m: None)
+    summary = clean(tmp_path / "ws", log=lambda m: None)
+    with Catalog(tmp_path / "ws") as cat:
+        rows = cat.issues()
+    assert rows and all(isinstance(r, IssueRow) for r in rows)
+    assert {r.path for r in rows} == {"photos/a.png", "photos/b.png"}
+    assert {r.issue for r in rows} == {"exact_duplicate"} and sum(r.keep for r in rows) == 1
+    assert len({r.grp for r in rows}) == 1 and all(r.issue in ACTIONS for r in rows)
+    assert summary.by_issue == {"exact_duplicate": 1} and summary.confidence["exact_duplicate"] == 1
