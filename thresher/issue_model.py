@@ -30,7 +30,11 @@ ACTIONS: dict[str, str] = {
     "upscaled": "drop",
     "blank": "drop",
     "exact_duplicate": "keep one",
-    "near_duplicate": "keep one",
+    # A person decides which copies go: 0.86 of the copies it flags are real copies on the
+    # real bench; the rest are expression variants of one small drawing (emoji faces) and
+    # revisions of one drawing, which the whole-image hashes and embeddings see as one.
+    # Export keeps a group on one side of the split either way.
+    "near_duplicate": "review",
     # A person decides (first in the review queue): on real clip art the flags are right about
     # a third of the time (classes the backbone finds close), and dropping them all threw away
     # more good files than bad. The suggested label is the detector's second guess.
@@ -47,7 +51,7 @@ BENCH_PRECISION: dict[str, float] = {
     "upscaled": 0.97,
     "blank": 1.0,
     "exact_duplicate": 1.0,
-    "near_duplicate": 0.9,
+    "near_duplicate": 0.86,
     "label_error": 0.27,
 }
 

@@ -4,6 +4,11 @@ The detectors are pure (duplicates, quality_rules, label_issues, imbalance, revi
 this module is the edge that reads catalog columns, calls them, and writes the result back
 through catalog.py in one transaction. One row per (file, issue), the shape of
 `thresher issues`.
+
+Each `detect_*` function takes the shared `Inputs` and returns a list of `Found` (the one
+result shape of issue_model.py); `find_issues` loops over DETECTORS in order (a later one may
+read what an earlier one left on `Inputs`, as cleanlab's issue managers share one state), then
+ranks the review queue and turns everything into IssueRecord rows.
 """
 
 from __future__ import annotations
