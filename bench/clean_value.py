@@ -7,7 +7,8 @@ The crawl is bench/clean_data.py's clip art (six classes, 10% wrong labels, one 
 30 times, a few more copied 3 times, colour variants); the test set is clip art of the same
 classes that never appears in the crawl (bench/clean_data.build_testset). Arms:
 - raw: every clip-art file with its given label;
-- thresher: what `thresher export` keeps with the default actions (nothing reviewed);
+- thresher: what `thresher export` keeps with the default actions (nothing reviewed), and with
+  the policy `actions: {near_duplicate: keep one}` (copies dropped, as before the 0.95 bar);
 - peer: a size rule (short side < 512 dropped) + imagehash pHash dedup (Hamming <= 10, first
   file of each group kept) + cleanlab's find_label_issues on the same embeddings (dropped);
 - truth: the original drawings with their true labels (copies out, wrong labels fixed).
@@ -57,7 +58,7 @@ def arms(d: Path) -> tuple[dict, np.ndarray, dict]:
     import imagehash
     from PIL import Image
 
-    from thresher.issue_model import removes
+    from thresher.issue_model import ACTIONS, removes
 
     truth = {t["path"]: t for t in read_truth(d)}
     c, mm, records, _ = thresher_findings(scan_crawl(d))
@@ -71,12 +72,17 @@ def arms(d: Path) -> tuple[dict, np.ndarray, dict]:
     good = clip & np.isin(kind, ("genuine", "variant")) & (given == true_label)
     out = {"raw": (np.nonzero(clip)[0], given)}
 
-    removed = np.zeros(len(paths), bool)
     row_of = {int(i): k for k, i in enumerate(c["id"])}
-    for r in records:
-        if removes(r.issue, bool(r.keep)):
-            removed[row_of[r.image_id]] = True
-    out["thresher"] = (np.nonzero(clip & ~removed)[0], given)
+    # The defaults, and the one-line policy `actions: {near_duplicate: keep one}` on top.
+    for name, actions in (
+        ("thresher (defaults)", ACTIONS),
+        ("thresher, near_duplicate: keep one", {**ACTIONS, "near_duplicate": "keep one"}),
+    ):
+        removed = np.zeros(len(paths), bool)
+        for r in records:
+            if removes(r.issue, bool(r.keep), actions):
+                removed[row_of[r.image_id]] = True
+        out[name] = (np.nonzero(clip & ~removed)[0], given)
 
     short = np.fmin(c["width"], c["height"])
     keep = clip & (short >= 512)
