@@ -246,11 +246,14 @@ def choose_kept(
     bytes_per_pixel: np.ndarray,
     lossless: np.ndarray | None = None,
     within: float = 1.5,
+    twins: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per row, the row index of its group's kept copy (-1 outside groups).
 
     Among the members with nearly the most real pixels (within `within` x of the group's
-    best: a copy enlarged a little, or a JPEG of a PNG, is no better), a lossless file first,
+    best: a copy enlarged a little, or a JPEG of a PNG, is no better), the one with the most
+    same-pixel twins (`twins`: the picture most files carry; it leaves the fewest copies that
+    differ from the kept one), then a lossless file,
     then the most central (centrality in 0-1, compared to 0.01), then the lightest compression
     relative to the group (bytes per pixel).
     """
@@ -268,8 +271,10 @@ def choose_kept(
     contender = real_px * within >= top_px
     lossless = np.zeros(n) if lossless is None else np.asarray(lossless, float)
     rel_bpp = np.divide(bytes_per_pixel, top_bpp, out=np.zeros(n), where=top_bpp > 0)
+    twins = np.zeros(n) if twins is None else np.minimum(np.asarray(twins, float), 99)
     score = (
-        contender * 1e7
+        contender * 1e9
+        + twins * 1e6
         + lossless * 1e5
         + np.floor(np.clip(centrality, 0, 1) * 100) * 100
         + np.minimum(rel_bpp, 1.0) * 99
@@ -419,6 +424,9 @@ def find_duplicates(
     first_copy[ex] = False
     first_copy[ex[first]] = True
     rows = np.nonzero(eligible & first_copy)[0]
+    twins = np.zeros(n)
+    ids, counts = np.unique(exact_group[ex], return_counts=True)
+    twins[ex] = (counts[np.searchsorted(ids, exact_group[ex])] - 1) if len(ex) else 0
 
     cand = [hash_pairs(signals.phash, signals.max_phash, rows)]
     if signals.embeddings is not None:
@@ -440,7 +448,7 @@ def find_duplicates(
             centrality = embedding_centrality(g, signals.embeddings)
         else:
             centrality = group_centrality(g, signals.phash) / 64.0
-        return choose_kept(g, real_px, centrality, bytes_per_pixel, lossless)
+        return choose_kept(g, real_px, centrality, bytes_per_pixel, lossless, twins=twins)
 
     rep = best_copies(group)
     r = np.nonzero(group >= 0)[0]
