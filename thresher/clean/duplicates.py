@@ -348,7 +348,7 @@ class Signals:
     max_colour_shift: float = 12.0
     min_cosine: float = 0.92
     std_rgb: np.ndarray | None = None  # (N, 3) per-channel spread, 0-255
-    max_chroma_shift: float = 6.0
+    max_chroma_shift: float = 7.5
     max_spread_shift: float = 10.0
 
     def same_colours(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
