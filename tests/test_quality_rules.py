@@ -31,12 +31,30 @@ def test_upscaled_needs_a_large_nominal_size_and_a_small_effective_one():
     assert "only ~200 px of real detail" in r.reason[0]
 
 
-def test_blank_by_spread_or_by_one_dominant_colour():
+def test_blank_only_when_near_uniform_everywhere():
     std = np.array([[0.5, 0.5, 0.5], [40, 40, 40], [40, 30, 20], [3.9, 1, 1]])
-    dom = np.array([1.0, 0.95, 0.2, 0.3])
-    r = qr.blank(std, dom, np.ones(4, bool), TH)
-    assert r.is_issue.tolist() == [True, True, False, True]
+    r = qr.blank(std, np.ones(4, bool), TH)
+    # [1] is 95% one colour (a drawing on white): not blank, however much white it has
+    assert r.is_issue.tolist() == [True, False, False, True]
     assert r.confidence[0] > r.confidence[3]
+
+
+def test_a_drawing_on_white_is_not_blank_and_a_noisy_plain_colour_is():
+    from PIL import Image, ImageDraw
+
+    from thresher.scan.quality import pixel_stats, stats_thumbnail
+
+    drawing = Image.new("RGB", (576, 576), "white")
+    d = ImageDraw.Draw(drawing)
+    d.ellipse((200, 220, 330, 350), outline="black", width=4)  # a small line drawing
+    d.line((265, 350, 265, 470), fill="black", width=4)
+    rng = np.random.default_rng(0)
+    plain = np.clip(rng.normal(180, 3.0, (600, 800, 3)), 0, 255).astype(np.uint8)
+    thumbs = np.stack([stats_thumbnail(drawing), stats_thumbnail(Image.fromarray(plain))])
+    s = pixel_stats(thumbs)
+    assert s["dominant_share"][0] > 0.9  # mostly white: the old rule called this blank
+    std = np.stack([s["std_r"], s["std_g"], s["std_b"]], 1)
+    assert qr.blank(std, np.ones(2, bool), TH).is_issue.tolist() == [False, True]
 
 
 def test_unusable_statuses_each_get_their_own_issue():
@@ -68,9 +86,7 @@ def test_rules_match_the_planted_truth_of_the_demo(crawl, truth, tmp_path):
     rules = {
         "low_res": qr.low_resolution(c["width"], c["height"], ok, TH),
         "upscaled": qr.upscaled(c["width"], c["height"], c["effective_short_side"], ok, TH),
-        "blank": qr.blank(
-            np.stack([c["std_r"], c["std_g"], c["std_b"]], 1), c["dominant_share"], ok, TH
-        ),
+        "blank": qr.blank(np.stack([c["std_r"], c["std_g"], c["std_b"]], 1), ok, TH),
     }
     for field, r in rules.items():
         flagged = set(c["path"][r.is_issue])

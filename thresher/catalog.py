@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from thresher.errors import ThresherError
+from thresher.issue_model import DUPLICATE_KINDS, IssueRecord, IssueRow
 
 SCHEMA_VERSION = 3
 DB_NAME = "catalog.sqlite"
@@ -335,18 +336,9 @@ class Catalog:
         self.embeddings_path.unlink(missing_ok=True)
 
     # -- issues (written by clean) ----------------------------------------------------------------
-    ISSUE_COLUMNS = (
-        "image_id",
-        "issue",
-        "confidence",
-        "grp",
-        "keep",
-        "suggested_label",
-        "review",
-        "reason",
-    )
+    ISSUE_COLUMNS = IssueRecord._fields
 
-    def replace_issues(self, rows: Sequence[tuple], summary: dict) -> None:
+    def replace_issues(self, rows: Sequence[IssueRecord], summary: dict) -> None:
         """Replace the whole issue table and the clean summary, in one transaction."""
         with self._tx():
             self._db.execute("DELETE FROM issues")
@@ -359,22 +351,20 @@ class Catalog:
             )
             self.set_meta("clean_summary", summary)
 
-    def issues(self, image_ids: Sequence[int] | None = None) -> list[tuple]:
-        """The issue table joined with paths, labels and decisions: one row per (file, issue).
-
-        Columns: path, label, issue, confidence, grp, keep, suggested_label, review, reason,
-        id, decision, decided_label. `image_ids` limits it to those files.
-        """
+    def issues(self, image_ids: Sequence[int] | None = None) -> list[IssueRow]:
+        """The issue table joined with paths, labels and decisions: one IssueRow per (file,
+        issue). `image_ids` limits it to those files."""
         where = ""
         if image_ids is not None:
             where = f"WHERE s.image_id IN ({', '.join(str(int(i)) for i in image_ids)}) "
-        return self._db.execute(
+        rows = self._db.execute(
             "SELECT i.path, i.label, s.issue, s.confidence, s.grp, s.keep, s.suggested_label, "
             "s.review, s.reason, i.id, d.decision, d.label FROM issues s "
             "JOIN images i ON i.id = s.image_id LEFT JOIN decisions d ON d.image_id = i.id "
             + where
             + "ORDER BY s.issue, s.grp, s.confidence DESC, i.path"
-        ).fetchall()
+        )
+        return [IssueRow._make(r) for r in rows]
 
     def review_queue(self) -> list[tuple]:
         """The queued files in queue order: (id, path, label, issue kinds, decision, label).
@@ -401,7 +391,7 @@ class Catalog:
         return self._db.execute(
             "SELECT i.id, i.path, i.label, MAX(s.keep), MAX(s.confidence) FROM issues s "
             "JOIN images i ON i.id = s.image_id WHERE s.grp = ? "
-            "AND s.issue IN ('exact_duplicate', 'near_duplicate') "
+            f"AND s.issue IN {DUPLICATE_KINDS} "
             "GROUP BY i.id ORDER BY MAX(s.keep) DESC, MAX(s.confidence) DESC, i.path",
             (int(group),),
         ).fetchall()

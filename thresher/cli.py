@@ -506,13 +506,22 @@ def _print_scan(s) -> None:
 
 
 def _print_clean(s) -> None:
-    from thresher.clean.findings import ACTIONS
+    from thresher.issue_model import ACTIONS, BENCH_PRECISION
 
     t = Table(title="clean")
-    for col in ("issue", "files", "share", "action"):
-        t.add_column(col, justify="right" if col in ("files", "share") else "left")
+    for col in ("issue", "files", "share", "action", "confidence", "precision on real images"):
+        t.add_column(col, justify="left" if col in ("issue", "action") else "right")
     for kind, n in sorted(s.by_issue.items(), key=lambda kv: -kv[1]):
-        t.add_row(kind, str(n), f"{100 * n / max(s.files, 1):.1f}%", ACTIONS[kind])
+        conf = s.confidence.get(kind)
+        bench = BENCH_PRECISION.get(kind, 1.0 if ACTIONS[kind] == "drop" else None)
+        t.add_row(
+            kind,
+            str(n),
+            f"{100 * n / max(s.files, 1):.1f}%",
+            ACTIONS[kind],
+            "" if conf is None else f"{conf:.2f}",
+            "" if bench is None else f"{bench:.2f}",
+        )
     out.print(t)
     out.print(
         f"{100 * s.flagged_share:.1f}% of files flagged ({s.flagged} of {s.files}); "

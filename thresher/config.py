@@ -64,14 +64,18 @@ class CleanThresholds(_Strict):
         ge=1,
         description="An image whose (effective) short side is below this is low resolution.",
     )
-    blank_max_std: float = Field(
-        4.0, ge=0, description="Largest per-channel pixel std (0-255) of a blank image."
+    upscaled_min_factor: float = Field(
+        2.0,
+        ge=1,
+        description="An upscaled fake must be blown up at least this many times (short side / "
+        "effective short side): soft genuine photos (storm clouds, macro shots) read 1.4-1.8 "
+        "on the real bench, fakes 3 and more.",
     )
-    blank_min_dominant_share: float = Field(
-        0.9,
+    blank_max_std: float = Field(
+        4.0,
         ge=0,
-        le=1,
-        description="Share of pixels in one colour above which an image is near-blank.",
+        description="Largest per-channel pixel std (0-255) of a blank image: near-uniform "
+        "everywhere. A drawing on white is not blank, however much white it has.",
     )
     near_duplicate_max_hamming: int = Field(
         10, ge=0, le=64, description="Largest pHash Hamming distance between near-duplicates."
@@ -84,6 +88,18 @@ class CleanThresholds(_Strict):
         ge=0,
         description="Largest difference of a channel's mean (0-255) between two copies: pHash "
         "alone pairs simple shapes on plain backgrounds.",
+    )
+    near_duplicate_max_chroma_shift: float = Field(
+        7.5,
+        ge=0,
+        description="Largest change of the balance between colour channels (channel means less "
+        "their average, 0-255) between two copies: crops and re-encodes move it up to 7.4 on "
+        "the real bench, hue-turned drawings mostly beyond 10.",
+    )
+    near_duplicate_max_spread_shift: float = Field(
+        10.0,
+        ge=0,
+        description="Largest change of a channel's pixel spread (std, 0-255) between two copies.",
     )
     near_duplicate_min_cosine: float = Field(
         0.92,

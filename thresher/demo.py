@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from thresher._callable import make_callable
+from thresher.issue_model import DUPLICATE_KINDS
 
 CLASSES = {"circle": 90, "square": 60, "triangle": 40, "star": 22, "cross": 12}  # imbalanced
 TRUTH_FILE = "truth.csv"
@@ -383,10 +384,10 @@ def compare_with_truth(cat, truths: list[Truth]) -> list[Finding]:
     """What scan and clean found (the catalog's issue table), against what was planted."""
     flagged: dict[str, set] = {}
     copies_found, kept_found = set(), set()
-    for path, _label, issue, _conf, _grp, keep, *_ in cat.issues():
-        flagged.setdefault(issue, set()).add(path)
-        if issue in ("exact_duplicate", "near_duplicate"):
-            (kept_found if keep else copies_found).add(path)
+    for x in cat.issues():
+        flagged.setdefault(x.issue, set()).add(x.path)
+        if x.issue in DUPLICATE_KINDS:
+            (kept_found if x.keep else copies_found).add(x.path)
     c = cat.columns(["path", "status", "has_embedding"])
     rows: list[Finding] = []
 

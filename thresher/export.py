@@ -23,11 +23,11 @@ import numpy as np
 from thresher._callable import make_callable
 from thresher.catalog import Catalog
 from thresher.clean import imbalance
-from thresher.clean.findings import ACTIONS, GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ExportPolicy
 from thresher.data.split import group_stratified_split
 from thresher.errors import ThresherError
 from thresher.files import is_utf8_name, readable_name
+from thresher.issue_model import ACTIONS, GROUP_KINDS
 from thresher.labels import label_problem
 
 MANIFEST = "manifest.parquet"
@@ -52,6 +52,16 @@ class ExportSummary:
     counts_val: dict[str, int] = field(default_factory=dict)
     plan: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def orphaned_groups(group: np.ndarray, alive: np.ndarray, drop_reason: np.ndarray) -> int:
+    """Duplicate groups with no file left where a copy was dropped as a duplicate: the picture
+    is gone from the export although it was never judged bad itself."""
+    in_group = group >= 0
+    as_copy = np.array([isinstance(r, str) and r.endswith("(a copy)") for r in drop_reason])
+    g_alive = set(group[in_group & alive].tolist())
+    g_copied = set(group[in_group & as_copy].tolist())
+    return len(g_copied - g_alive)
 
 
 def export(
@@ -109,21 +119,21 @@ def export(
             drop(r, "review: drop")
         elif decision == "relabel":
             label[r] = new_label
-    for _path, _, kind, _, grp, keep, suggested, *_rest, image_id, _d, _dl in issue_rows:
-        r = row_of.get(image_id)
+    for x in issue_rows:
+        r = row_of.get(x.image_id)
         if r is None:
             continue
-        if kind in GROUP_KINDS:
-            group[r] = grp
+        if x.issue in GROUP_KINDS:
+            group[r] = x.grp
         if decided[r]:
             continue
-        action = actions[kind]
+        action = actions[x.issue]
         if action == "drop":
-            drop(r, kind)
-        elif action == "keep one" and not keep:
-            drop(r, f"{kind} (a copy)")
-        elif action == "relabel" and suggested:
-            label[r] = suggested
+            drop(r, x.issue)
+        elif action == "keep one" and not x.keep:
+            drop(r, f"{x.issue} (a copy)")
+        elif action == "relabel" and x.suggested_label:
+            label[r] = x.suggested_label
     for r in np.nonzero(np.array([x is None for x in label]) & (drop_reason == None))[0]:  # noqa: E711
         drop(r, "no label")
     _check_labels(label, drop_reason, c["path"])
@@ -156,6 +166,14 @@ def export(
             + ", ".join(sorted(small)[:10])
         )
     alive = drop_reason == None  # noqa: E711
+    orphans = orphaned_groups(group, alive, drop_reason)
+    if orphans:
+        note = (
+            f"warning: {orphans} duplicate group(s) left with no copy: their copies were dropped "
+            "as duplicates and the kept one by a decision or another issue's action"
+        )
+        s.notes.append(note)
+        log(note)
     for reason in drop_reason[~alive]:
         s.dropped[reason] = s.dropped.get(reason, 0) + 1
     rows = np.nonzero(alive)[0]

@@ -4,12 +4,12 @@ Pure functions from catalog columns to the one result shape every issue type sha
 `is_issue` per row and a `confidence` in 0-1 (higher = more surely an issue), so "the worst 5%"
 is a sort. Thresholds come from `config.CleanThresholds`, documented there.
 
-When the rules are wrong (measured on the demo crawl; see the README's measurement table):
+When the rules are wrong (measured on real images, bench/clean_real.py):
 - low resolution is exact by definition (the short side as stored), but a small image is not
   always garbage: icons and thumbnails of a small-object class may be all there is;
-- the upscaled-fake rule inherits the effective-resolution estimate's limits: a defocused photo
-  reads as upscaled, a nearest-neighbour mosaic as sharp;
-- blank: a photo of fog, snow or a white wall looks blank.
+- upscaled inherits the effective-resolution estimate's limits (scan/quality.py): a photo soft
+  everywhere reads as upscaled, an upscale of a smooth picture cannot be told from it;
+- blank: a photo of an evenly lit white wall or a clear sky is as uniform as a blank.
 """
 
 from __future__ import annotations
@@ -72,10 +72,12 @@ def upscaled(
     """Large enough on paper, but its effective resolution is below min_short_side_px."""
     short = np.fmin(np.asarray(width, float), np.asarray(height, float))
     eff = np.asarray(effective_short_side, float)
+    eff_known = np.nan_to_num(eff, nan=np.inf)
     hit = (
         np.asarray(ok, bool)
         & (short >= th.min_short_side_px)
-        & (np.nan_to_num(eff, nan=np.inf) < th.min_short_side_px)
+        & (eff_known < th.min_short_side_px)
+        & (eff_known * th.upscaled_min_factor <= short)
     )
     conf = np.where(hit, 0.5 + 0.5 * (1 - np.nan_to_num(eff) / th.min_short_side_px), 0.0)
     reason = _reasons(
@@ -87,24 +89,15 @@ def upscaled(
     return RuleResult(hit, conf.astype(np.float32), reason)
 
 
-def blank(
-    std_rgb: np.ndarray, dominant_share: np.ndarray, ok: np.ndarray, th: CleanThresholds
-) -> RuleResult:
-    """Near-constant images: tiny pixel spread, or one colour covering almost everything."""
+def blank(std_rgb: np.ndarray, ok: np.ndarray, th: CleanThresholds) -> RuleResult:
+    """Near-uniform images: a tiny pixel spread in every channel, everywhere.
+
+    The spread is measured on the 32 x 32 box-filtered thumbnail, so sensor or JPEG noise on a
+    plain colour stays blank, while a drawing on white (however much white) is not.
+    """
     spread = np.fmax.reduce(np.asarray(std_rgb, float), axis=1)  # NaN rows (unread) stay NaN
-    dom = np.nan_to_num(np.asarray(dominant_share, float))
     flat = np.nan_to_num(spread, nan=np.inf) < th.blank_max_std
-    mostly_one = dom > th.blank_min_dominant_share
-    hit = np.asarray(ok, bool) & (flat | mostly_one)
-    conf = np.where(
-        hit,
-        np.maximum(
-            np.where(flat, 1 - 0.5 * spread / th.blank_max_std, 0),
-            np.where(mostly_one, dom, 0),
-        ),
-        0.0,
-    )
-    reason = _reasons(
-        hit, lambda sp, d: f"pixel spread {sp:.1f}, {100 * d:.0f}% one colour", spread, dom
-    )
+    hit = np.asarray(ok, bool) & flat
+    conf = np.where(hit, 1 - 0.5 * np.nan_to_num(spread) / th.blank_max_std, 0.0)
+    reason = _reasons(hit, lambda sp: f"near-uniform: pixel spread {sp:.1f}", spread)
     return RuleResult(hit, conf.astype(np.float32), reason)

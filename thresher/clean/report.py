@@ -15,6 +15,7 @@ from thresher.catalog import Catalog
 from thresher.config import DEFAULT_WORKSPACE
 from thresher.errors import ThresherError
 from thresher.files import FileRefused, read_regular, readable_name
+from thresher.issue_model import DUPLICATE_KINDS
 
 ISSUE_TABLE_COLUMNS = (
     "path",
@@ -38,19 +39,22 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
         if cat.get_meta("clean_summary") is None:
             raise ThresherError(f"no issues in {workspace} yet: run `thresher clean` first")
         rows = cat.issues()
-    cols = list(zip(*rows, strict=True)) if rows else [[]] * 12
+
+    def col(name):
+        return [getattr(r, name) for r in rows]
+
     return pa.table(
         {
-            "path": pa.array([readable_name(p) for p in cols[0]], pa.string()),
-            "label": pa.array([x and readable_name(x) for x in cols[1]], pa.string()),
-            "issue": pa.array(cols[2], pa.string()),
-            "confidence": pa.array(cols[3], pa.float64()),
-            "group": pa.array([-1 if g is None else g for g in cols[4]], pa.int64()),
-            "keep": pa.array([bool(k) for k in cols[5]], pa.bool_()),
-            "suggested_label": pa.array(cols[6], pa.string()),
-            "review": pa.array([bool(r) for r in cols[7]], pa.bool_()),
-            "decision": pa.array(cols[10], pa.string()),  # a person's, from thresher review
-            "decided_label": pa.array(cols[11], pa.string()),
+            "path": pa.array([readable_name(p) for p in col("path")], pa.string()),
+            "label": pa.array([x and readable_name(x) for x in col("label")], pa.string()),
+            "issue": pa.array(col("issue"), pa.string()),
+            "confidence": pa.array(col("confidence"), pa.float64()),
+            "group": pa.array([-1 if g is None else g for g in col("grp")], pa.int64()),
+            "keep": pa.array([bool(k) for k in col("keep")], pa.bool_()),
+            "suggested_label": pa.array(col("suggested_label"), pa.string()),
+            "review": pa.array([bool(r) for r in col("review")], pa.bool_()),
+            "decision": pa.array(col("decision"), pa.string()),  # a person's (thresher review)
+            "decided_label": pa.array(col("decided_label"), pa.string()),
         }
     )
 
@@ -112,7 +116,7 @@ def html_report(
 
     by_issue: dict[str, list] = {}
     for r in rows:
-        by_issue.setdefault(r[2], []).append(r)
+        by_issue.setdefault(r.issue, []).append(r)
     parts = [
         "<!doctype html><meta charset=utf-8><title>thresher clean report</title><style>",
         "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h2{margin-top:2em}",
@@ -145,27 +149,27 @@ def html_report(
             f'<span class="bar" style="width:{200 * after / top:.0f}px"></span></td></tr>'
         )
     parts.append("</table>")
-    dups = [r for k in ("exact_duplicate", "near_duplicate") for r in by_issue.get(k, [])]
+    dups = [r for k in DUPLICATE_KINDS for r in by_issue.get(k, [])]
     if dups:
         parts.append("<h2>Duplicate groups (kept copy framed in green)</h2>")
         by_group: dict[int, list] = {}
         for r in dups:
-            by_group.setdefault(r[4], []).append(r)
+            by_group.setdefault(r.grp, []).append(r)
         for members in sorted(by_group.values(), key=len, reverse=True)[:groups]:
             parts.append('<div class="group row">')
-            for r in sorted(members, key=lambda r: -r[5]):
-                what = "<br><b>kept</b>" if r[5] else f"<br>{r[2]} {r[3]:.2f}"
-                parts.append(card(r[0], r[1], what, kept=bool(r[5])))
+            for r in sorted(members, key=lambda r: -r.keep):
+                what = "<br><b>kept</b>" if r.keep else f"<br>{r.issue} {r.confidence:.2f}"
+                parts.append(card(r.path, r.label, what, kept=bool(r.keep)))
             parts.append("</div>")
     for kind, items in by_issue.items():
-        if kind in ("exact_duplicate", "near_duplicate"):
+        if kind in DUPLICATE_KINDS:
             continue
-        worst = sorted(items, key=lambda r: -r[3])[:per_issue]
+        worst = sorted(items, key=lambda r: -r.confidence)[:per_issue]
         parts.append(f"<h2>{kind} ({len(items)})</h2><div class=row>")
         for r in worst:
-            sugg = f"<br>suggested: {html.escape(r[6])}" if r[6] else ""
-            reason = f"<br>{html.escape(r[8])}" if r[8] else ""
-            parts.append(card(r[0], r[1], f"<br>confidence {r[3]:.2f}{sugg}{reason}"))
+            sugg = f"<br>suggested: {html.escape(r.suggested_label)}" if r.suggested_label else ""
+            reason = f"<br>{html.escape(r.reason)}" if r.reason else ""
+            parts.append(card(r.path, r.label, f"<br>confidence {r.confidence:.2f}{sugg}{reason}"))
         parts.append("</div>")
     out.write_text(readable_name("\n".join(parts)))  # a non-UTF-8 folder name, as \xNN
     return out

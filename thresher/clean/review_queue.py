@@ -37,3 +37,58 @@ def review_queue(doubt: np.ndarray, n_files: int, fraction: float) -> np.ndarray
     order = np.argsort(-doubt, kind="stable")
     order = order[doubt[order] > 0]
     return order[:size]
+
+
+# What a person's decision changes most comes first: a label (label errors, copies filed
+# under two labels), then a group that may lose its picture (its kept copy is flagged by
+# another rule), then borderline scores of the other detectors, each capped.
+SOURCE_PRIORITY = {
+    "label_error": 3,
+    "label_conflict": 3,
+    "doubtful_kept_copy": 2,
+    "doubtful_label": 1,
+    "near_duplicate": 1,
+    "upscaled": 1,
+    "blank": 1,
+}
+
+
+# Label near-misses fill what the capped sources leave: a person judges a label from the page
+# (the picture, its neighbours), not a threshold score.
+FILLS_THE_QUEUE = ("doubtful_label",)
+
+
+def ranked_queue(
+    candidates: dict[str, tuple[np.ndarray, np.ndarray]],
+    n_files: int,
+    fraction: float,
+    max_borderline_share: float = 0.15,
+) -> np.ndarray:
+    """Row indices of the review queue, in order: at most fraction x n_files rows.
+
+    `candidates` maps a source (an issue kind, "doubtful_kept_copy", "doubtful_label") to
+    (row indices, score 0-1: higher = more worth a look). Sources come in SOURCE_PRIORITY order,
+    the highest scores of a source first; a source of priority 1 (one detector's borderline
+    scores) takes at most `max_borderline_share` of the queue, so no threshold floods it;
+    label near-misses (FILLS_THE_QUEUE) fill the rest.
+    A row appears once, under its most important source.
+    """
+    size = int(round(fraction * n_files))
+    cap = max(1, int(max_borderline_share * size))
+    taken: list[int] = []
+    seen: set[int] = set()
+    order = sorted(candidates, key=lambda k: -SOURCE_PRIORITY.get(k, 1))
+    for level in sorted({SOURCE_PRIORITY.get(k, 1) for k in order}, reverse=True):
+        pool = []
+        for k in order:
+            if SOURCE_PRIORITY.get(k, 1) != level:
+                continue
+            rows, score = np.asarray(candidates[k][0]), np.asarray(candidates[k][1], float)
+            rank = np.argsort(-score, kind="stable")[: size + len(seen)]
+            picked = [(float(score[i]), int(rows[i])) for i in rank if int(rows[i]) not in seen]
+            pool += picked[:cap] if level == 1 and k not in FILLS_THE_QUEUE else picked
+        for _, r in sorted(pool, key=lambda t: -t[0]):
+            if r not in seen and len(taken) < size:
+                seen.add(r)
+                taken.append(r)
+    return np.array(taken, dtype=np.int64)

@@ -28,10 +28,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thresher.catalog import Catalog, EmbeddingRows
-from thresher.clean.findings import GROUP_KINDS
 from thresher.config import DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
 from thresher.files import FileRefused, read_regular, readable_name
+from thresher.issue_model import GROUP_KINDS
 from thresher.labels import label_problem
 from thresher.review.evidence import label_choices, neighbours
 
@@ -221,17 +221,18 @@ def make_app(
         with lock:
             meta = cat.image(image_id)
             issue_rows = cat.issues([image_id])
-        decision = issue_rows[0][10:12] if issue_rows else (None, None)
+        first = issue_rows[0] if issue_rows else None
+        decision = (first.decision, first.decided_label) if first else (None, None)
         issues = [
             {
-                "issue": x[2],
-                "confidence": x[3],
-                "group": x[4],
-                "keep": bool(x[5]),
-                "suggested_label": x[6],
-                "reason": x[8],
+                "issue": x.issue,
+                "confidence": x.confidence,
+                "group": x.grp,
+                "keep": bool(x.keep),
+                "suggested_label": x.suggested_label,
+                "reason": x.reason,
             }
-            for x in sorted(issue_rows, key=lambda x: -x[3])
+            for x in sorted(issue_rows, key=lambda x: -x.confidence)
         ]
         near = []
         if matrix is not None and col["has_embedding"][r] == 1:
