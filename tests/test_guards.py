@@ -373,6 +373,42 @@ def test_overfitting_and_a_plateau_are_named(tmp_path):
     assert (tmp_path / "run" / "best.pt").exists()
 
 
+def test_lr_100_with_the_default_optimizer_is_caught_and_stopped(tmp_path):
+    # Lion (the default) at lr 100: the loss goes to 1e4 and stays finite; the guard must act.
+    from thresher.train.loop import train
+
+    data = colour_set(tmp_path / "d")
+    r = _recipe(total_steps=40, lr=100.0, warmup_steps=0, guards={"max_rollbacks": 2})
+    assert r.optimizer == "lion"
+    s = train(r, data, tmp_path / "run", progress=False, log=lambda m: None)
+    kinds = [e["event"] for e in _events(tmp_path / "run")]
+    assert "numeric_skip" in kinds and "numeric_rollback" in kinds and kinds[-1] == "stop"
+    assert s.stopped_by is not None and "First bad step" in s.stopped_by and s.steps < 40
+    _finite_checkpoints(tmp_path / "run")
+
+
+def test_a_raising_user_transform_skips_and_counts_then_stops_past_the_share(tmp_path):
+    from thresher.train.loop import train
+
+    sys.path.insert(0, str(TESTS))
+    data = colour_set(tmp_path / "d", poison_one=True)
+    # One image in 81 raises: skipped, counted, named once; the run goes on to its end.
+    r = _recipe(total_steps=12, user_transform="guard_helpers:refuse_magenta")
+    s = train(r, data, tmp_path / "one", progress=False, log=lambda m: None)
+    skipped = [e for e in _events(tmp_path / "one") if e["event"] == "sample_skipped"]
+    assert s.steps == 12 and s.stopped_by is None and s.skipped_samples >= 1
+    assert len(skipped) == 1 and "guard_helpers:refuse_magenta" in skipped[0]["message"]
+    assert "magenta.png" in skipped[0]["message"] and "ValueError" in skipped[0]["message"]
+    # A quarter of the images raise: past max_skipped_share, the run ends with a diagnosis
+    # and a checkpoint to resume from once the transform is fixed.
+    r = _recipe(total_steps=40, user_transform="guard_helpers:refuse_red")
+    s = train(r, data, tmp_path / "many", progress=False, log=lambda m: None)
+    assert s.steps < 40 and s.interrupted and "refuse_red" in s.stopped_by
+    assert "max_skipped_share" in s.stopped_by
+    ck = torch.load(tmp_path / "many" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == s.steps
+
+
 def test_a_hot_gpu_pauses_the_run(tmp_path):
     from thresher.train.loop import train
 
