@@ -180,6 +180,16 @@ def test_a_manifest_whose_weights_are_all_zero_is_refused_up_front(tiny_data, tm
         train(tiny_recipe(), tmp_path / "zero", tmp_path / "run2", progress=False, log=print)
 
 
+def test_the_label_error_share_comes_with_the_export_not_the_catalog(tmp_path):
+    from thresher.train.setup import label_error_share
+
+    (tmp_path / "export.json").write_text('{"label_error_share": 0.4, "workspace": "/gone"}')
+    assert label_error_share(tmp_path) == 0.4
+    assert label_error_share(tmp_path / "manifest.parquet") == 0.4
+    (tmp_path / "other").mkdir()
+    assert label_error_share(tmp_path / "other") is None  # no export beside it: unknown
+
+
 def test_the_report_draws_class_names_with_dollar_signs(tmp_path):
     from thresher.train import metrics
     from thresher.train.report import run_report
