@@ -42,6 +42,7 @@ def main() -> None:
 
     from thresher.config import GuardConfig
     from thresher.guard.numeric import NumericGuard
+    from thresher.train.state import RunState
 
     torch.set_num_threads(2)
     t_start = time.perf_counter()
@@ -70,17 +71,18 @@ def main() -> None:
     grads = [p.grad for p in params if p.grad is not None]
     rows.append(("get_total_norm(grads): the norm alone",
                  timed(lambda: torch.nn.utils.get_total_norm(grads))))  # fmt: skip
-    guard = NumericGuard(GuardConfig())
+    guard = NumericGuard(GuardConfig(), n_classes=10, samples_per_step=64)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    state = RunState(model, opt, scaler)
     loss, norm = torch.tensor(1.0), torch.tensor(1.0)
     for _ in range(100):  # a full baseline, as in a long run
         guard.check(loss, norm, scaler, model)
-    rows.append(("numeric guard: begin_step (batch-norm buffer copy)",
-                 timed(lambda: guard.begin_step(model))))  # fmt: skip
+    rows.append(("numeric guard: before_step (batch-norm buffer copy)",
+                 timed(lambda: guard.before_step(state))))  # fmt: skip
     rows.append(("numeric guard: check (sync, spike test on 100-step baselines)",
                  timed(lambda: guard.check(loss, norm, scaler, model))))  # fmt: skip
-    snap = timed(lambda: guard.maybe_snapshot(0, model, opt, scaler), 10)
-    rows.append(("numeric guard: snapshot (every 50 steps), per step", snap / 50))
+    snap = timed(lambda: guard.after_step(state, None), 10)  # step 0: a weight norm, a snapshot
+    rows.append(("numeric guard: weight norm + snapshot (every 50 steps), per step", snap / 50))
     me = psutil.Process()
     rows.append(("memory sampler: list this process's children (every 5 s)",
                  timed(lambda: me.children(recursive=True), 20)))  # fmt: skip

@@ -185,7 +185,7 @@ def plain_run(data: Path, steps: int, lr=1e-3, scale=(0.8, 1.0), mimic=None, see
                 break
     seconds = time.perf_counter() - t0
     model.eval()
-    from thresher.train.loop import evaluate
+    from thresher.train.evaluate import evaluate
 
     r = mimic or recipe(steps)
     ev = evaluate(model, ImageDataset(m.paths[va], m.targets[va], eval_transform(r), 64), r,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from thresher.train.ddp_check import THRESHER
-from thresher.train.loop import forward_backward
+from thresher.train.step import forward_backward
 
 
 def _seed_per_rank(seed: int, rank: int) -> None:

@@ -79,3 +79,19 @@ def long_epochs(root: Path, times: int) -> Path:
     pq.write_table(pa.table({k: [v[i] for i in train + val] for k, v in t.items()}),
                    out / "manifest.parquet")  # fmt: skip
     return out
+
+
+def refuse_magenta(image):
+    """A user transform that raises on the one magenta image of the poisoned set."""
+    a = np.asarray(image, dtype=np.float32)
+    if a[..., 0].mean() > 150 and a[..., 2].mean() > 150 and a[..., 1].mean() < 90:
+        raise ValueError("cannot handle magenta")
+    return image
+
+
+def refuse_red(image):
+    """A user transform that raises on every red image: a quarter of the set, a broken one."""
+    a = np.asarray(image, dtype=np.float32)
+    if a[..., 0].mean() > 150 and a[..., 1].mean() < 90 and a[..., 2].mean() < 90:
+        raise ValueError("cannot handle red")
+    return image

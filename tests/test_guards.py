@@ -86,6 +86,216 @@ def test_thermal_pauses_until_cool_and_records_it():
     assert guard.pauses == [{"step": 3, "seconds": 30.0, "peak_c": 91.0}]
 
 
+# -- each guard acting, on a tiny state (milliseconds) ---------------------------------------------
+
+
+def _tiny_state(opt: str = "adamw", lr: float = 1e-3):
+    """A RunState around a 2-layer model with batch norm: what a hook sees in a real run."""
+    from thresher.train.state import RunState
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8),
+                                torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4))  # fmt: skip
+    if opt == "lion":
+        from timm.optim import Lion
+
+        o = Lion(model.parameters(), lr=lr)
+    else:
+        o = torch.optim.AdamW(model.parameters(), lr=lr)
+    state = RunState(model, o, torch.amp.GradScaler("cpu", enabled=False))
+    x, y = torch.randn(16, 3, 2, 2), torch.arange(16) % 4
+    state.batch = (x, y)
+    return state
+
+
+def _backward(state) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = state.batch
+    loss = torch.nn.functional.cross_entropy(state.model(x), y)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in state.model.parameters()]
+    return loss.detach(), torch.nn.utils.get_total_norm(grads)
+
+
+def test_hook_verdicts_combine_to_the_strongest_action():
+    from thresher.guard.hooks import Event, Verdict, combine
+
+    v = combine([Verdict("recycle", [Event("a", "1")]), Verdict("skip", [Event("b", "2")]),
+                 Verdict()])  # fmt: skip
+    assert v.action == "skip" and [e.kind for e in v.events] == ["a", "b"]
+    assert combine([]).action == "go"
+    with pytest.raises(ValueError):
+        Verdict("explode")
+
+
+def test_numeric_guard_skips_restores_buffers_rolls_back_then_stops():
+    from thresher.config import GuardConfig
+    from thresher.guard.numeric import NumericGuard
+
+    state = _tiny_state()
+    g = NumericGuard(GuardConfig(max_consecutive_bad=2, max_rollbacks=1), 4, samples_per_step=16)
+    g.start(state)
+    assert g.snapshot.step == 0
+    g.before_step(state)
+    assert g.after_backward(state, *_backward(state)).action == "go"
+    state.opt.step()
+    state.step, state.position = 1, 16
+    g.after_step(state, None)
+    bn = state.model[2].running_mean
+    good = bn.clone()
+    g.before_step(state)
+    bn.fill_(float("nan"))  # a poisoned forward pass writes NaN into the statistics
+    v = g.after_backward(state, torch.tensor(float("nan")), torch.tensor(1.0))
+    assert v.action == "skip" and v.events[0].kind == "numeric_skip"
+    assert "loss nan" in v.events[0].message and "samples 0-16" in v.events[0].message
+    assert torch.equal(bn, good)  # put back as the step began
+    g.before_step(state)
+    v = g.after_backward(state, torch.tensor(1.0), torch.tensor(float("inf")))
+    assert v.action == "rollback" and v.snapshot.step == 0 and v.lr_factor == 0.5
+    state.roll_back(v.snapshot, v.lr_factor)
+    assert state.step == 0 and state.lr_scale == 0.5
+    for _ in range(2):
+        g.before_step(state)
+        v = g.after_backward(state, torch.tensor(float("nan")), torch.tensor(1.0))
+    assert v.action == "stop" and "First bad step" in v.reason and "x0.5" in v.reason
+    # before a checkpoint: a non-finite model is never written, it is rolled back or stopped
+    g2 = NumericGuard(GuardConfig(), 4)
+    g2.start(state)
+    assert g2.before_checkpoint(state).action == "go"
+    state.model[1].weight.data[0, 0] = float("nan")
+    assert g2.before_checkpoint(state).action == "rollback"
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "lion"])
+def test_numeric_guard_acts_on_lr_100_with_adamw_and_lion(optimizer):
+    # The explosion stays finite (loss 1e4, weights 1e16 in the field): the divergence rule
+    # and the weight-norm check catch it, where the NaN and spike tests alone did not.
+    from thresher.config import GuardConfig
+    from thresher.guard.numeric import NumericGuard, diverged
+
+    assert diverged(1e4, 1.4, 4, 100) and not diverged(50.0, 1.4, 4, 100)
+    assert not diverged(100.0, 2.0, 1000, 100)  # ln(1000) x 100 = 690: not yet
+    for snapshot_every in (1000, 1):  # the loss rule alone; the weights' norm first
+        state = _tiny_state(optimizer, lr=100.0)
+        g = NumericGuard(GuardConfig(snapshot_every=snapshot_every), 4, 16)
+        g.start(state)
+        actions, kinds = [], []
+        for _ in range(20):
+            g.before_step(state)
+            v = g.after_backward(state, *_backward(state))
+            if v.action == "go":
+                state.opt.step()
+                state.step += 1
+                v = g.after_step(state, None)
+            actions.append(v.action)
+            kinds += [e.kind for e in v.events]
+            if v.action == "rollback":
+                state.roll_back(v.snapshot, v.lr_factor)
+            if v.action == "stop":
+                break
+        assert "rollback" in actions and actions[-1] == "stop", (optimizer, actions)
+        assert "numeric_rollback" in kinds
+
+
+def test_progress_guard_names_overfitting_and_diagnoses_a_plateau():
+    from thresher.guard.progress import ProgressGuard
+
+    state = _tiny_state()
+    r = _recipe(drop_rate=0, guards={"plateau_patience": 2, "overfit_gap": 0.2,
+                                     "stop_on_overfit": True})  # fmt: skip
+    g = ProgressGuard(r, 4, [], label_error_share=0.5)
+    for step, (train_acc, val) in enumerate([(0.5, 0.5), (0.8, 0.5), (0.95, 0.45)]):
+        g.after_step(state, {"loss": 1.4})
+        state.step, state.best = step, 0.5
+        v = g.after_eval(state, {"accuracy": val, "train_accuracy": train_acc})
+    kinds = [e.kind for e in v.events]
+    assert kinds == ["overfit", "plateau"] and v.action == "finish" and v.reason == "overfitting"
+    assert "dropout (drop_rate)" in v.events[0].message
+    plateau = v.events[1].message
+    assert "overfit one batch" in plateau and "50% of the labels" in plateau
+    rng = torch.get_rng_state()
+    g.after_eval(state, {"accuracy": 0.3, "train_accuracy": 0.99})
+    assert torch.equal(rng, torch.get_rng_state())  # warned once each; the RNG untouched
+
+
+def test_leak_guard_recycles_workers_for_a_worker_leak_only():
+    from thresher.config import GuardConfig
+    from thresher.guard.memory import Alarm, LeakGuard
+
+    class Watch:
+        pid, found, forgot = 100, [], 0
+
+        def alarms(self):
+            found, self.found = self.found, []
+            return found
+
+        def forget_children(self):
+            self.forgot += 1
+
+    w = Watch()
+    g = LeakGuard(GuardConfig(), workers=2, watch=w)
+    state = _tiny_state()
+    state.step = 7
+    assert g.on_timer(state).action == "go"
+    w.found = [Alarm("a DataLoader worker", 101, 3.0, 5.0)]
+    v = g.on_timer(state)
+    assert v.action == "recycle" and w.forgot == 1 and "recycling" in v.events[0].message
+    w.found = [Alarm("the training process", 100, 3.0, 5.0)]
+    v = g.on_timer(state)
+    assert v.action == "go" and "does not help" in v.events[0].message
+    every = LeakGuard(GuardConfig(recycle_workers_every=7), workers=2, watch=Watch())
+    assert every.on_timer(state).action == "recycle"
+    assert LeakGuard(GuardConfig(), workers=0, watch=w).on_timer(state).action == "go"
+
+
+def test_gpu_memory_guard_names_growth_once():
+    from thresher.config import GuardConfig
+    from thresher.guard.memory import GpuMemoryGuard
+
+    t = [0.0]
+    g = GpuMemoryGuard(GuardConfig(leak_sustain_s=30, leak_window_s=20),
+                       allocated=lambda: t[0] * 5 * 2**20, clock=lambda: t[0])  # fmt: skip
+    said = []
+    for _ in range(40):
+        t[0] += 2
+        said += [e.kind for e in g.after_step(None, {"loss": 1.0}).events]
+        assert g.after_step(None, None).events == []  # only at metrics lines
+    assert said == ["gpu_memory_growth"]
+
+
+def test_thermal_guard_asks_for_a_pause_and_its_wait_resumes():
+    clock = [0.0]
+    g = ThermalGuard(ScriptedSensor([91, 85, 79]), poll_s=5,
+                     sleep=lambda s: clock.__setitem__(0, clock[0] + s),
+                     clock=lambda: clock[0])  # fmt: skip
+    state = _tiny_state()
+    state.step = 4
+    v = g.on_timer(state)
+    assert v.action == "pause" and v.events[0].kind == "thermal_pause"
+    assert [e.kind for e in v.wait()] == ["thermal_resume"]
+    assert g.pauses == [{"step": 4, "seconds": 10.0, "peak_c": 91.0}]
+
+
+def test_skipped_samples_guard_names_the_first_and_stops_past_the_share():
+    from thresher.data.skipped import SkippedSamples
+    from thresher.guard.samples import SkippedSamplesGuard
+
+    skipped = SkippedSamples()
+    g = SkippedSamplesGuard(skipped, max_share=0.05, samples_per_step=10)
+    state = _tiny_state()
+    state.step = 10
+    assert g.on_timer(state).events == []
+    skipped.record("/data/a.jpg", "user_transform m:f raised ValueError: odd")
+    v = g.on_timer(state)
+    assert v.action == "go" and v.events[0].kind == "sample_skipped"
+    assert "m:f" in v.events[0].message and "/data/a.jpg" in v.events[0].message
+    for _ in range(5):  # 6 of 100 samples
+        skipped.record("/data/b.jpg", "user_transform m:f raised ValueError: odd")
+    v = g.on_timer(state)
+    assert v.action == "finish" and "6 of about 100" in v.reason and "m:f" in v.reason
+    assert g.on_timer(state).events == []  # said once
+
+
 # -- guards in real runs ---------------------------------------------------------------------------
 
 
@@ -161,6 +371,42 @@ def test_overfitting_and_a_plateau_are_named(tmp_path):
     assert s.stopped_by == "overfitting" and s.steps < 40
     assert "plateau" in events and "overfit one batch" in events["plateau"]
     assert (tmp_path / "run" / "best.pt").exists()
+
+
+def test_lr_100_with_the_default_optimizer_is_caught_and_stopped(tmp_path):
+    # Lion (the default) at lr 100: the loss goes to 1e4 and stays finite; the guard must act.
+    from thresher.train.loop import train
+
+    data = colour_set(tmp_path / "d")
+    r = _recipe(total_steps=40, lr=100.0, warmup_steps=0, guards={"max_rollbacks": 2})
+    assert r.optimizer == "lion"
+    s = train(r, data, tmp_path / "run", progress=False, log=lambda m: None)
+    kinds = [e["event"] for e in _events(tmp_path / "run")]
+    assert "numeric_skip" in kinds and "numeric_rollback" in kinds and kinds[-1] == "stop"
+    assert s.stopped_by is not None and "First bad step" in s.stopped_by and s.steps < 40
+    _finite_checkpoints(tmp_path / "run")
+
+
+def test_a_raising_user_transform_skips_and_counts_then_stops_past_the_share(tmp_path):
+    from thresher.train.loop import train
+
+    sys.path.insert(0, str(TESTS))
+    data = colour_set(tmp_path / "d", poison_one=True)
+    # One image in 81 raises: skipped, counted, named once; the run goes on to its end.
+    r = _recipe(total_steps=12, user_transform="guard_helpers:refuse_magenta")
+    s = train(r, data, tmp_path / "one", progress=False, log=lambda m: None)
+    skipped = [e for e in _events(tmp_path / "one") if e["event"] == "sample_skipped"]
+    assert s.steps == 12 and s.stopped_by is None and s.skipped_samples >= 1
+    assert len(skipped) == 1 and "guard_helpers:refuse_magenta" in skipped[0]["message"]
+    assert "magenta.png" in skipped[0]["message"] and "ValueError" in skipped[0]["message"]
+    # A quarter of the images raise: past max_skipped_share, the run ends with a diagnosis
+    # and a checkpoint to resume from once the transform is fixed.
+    r = _recipe(total_steps=40, user_transform="guard_helpers:refuse_red")
+    s = train(r, data, tmp_path / "many", progress=False, log=lambda m: None)
+    assert s.steps < 40 and s.interrupted and "refuse_red" in s.stopped_by
+    assert "max_skipped_share" in s.stopped_by
+    ck = torch.load(tmp_path / "many" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == s.steps
 
 
 def test_a_hot_gpu_pauses_the_run(tmp_path):

@@ -122,6 +122,91 @@ def test_a_bad_recipe_is_one_line_naming_the_key(tmp_path, tiny_data):
     assert 'unknown key "learning_rate"' in r.stderr and "batch_size" in r.stderr
 
 
+def test_amp_off_in_yaml_reads_as_off(tmp_path):
+    from thresher.config import load_yaml
+
+    (tmp_path / "r.yaml").write_text("amp: off\n")  # YAML reads a bare off as false
+    assert load_yaml(tmp_path / "r.yaml", Recipe).amp == "off"
+    (tmp_path / "r.yaml").write_text("amp: true\n")
+    with pytest.raises(ThresherError, match="amp"):
+        load_yaml(tmp_path / "r.yaml", Recipe)
+
+
+_ENTRY = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    if sys.argv[0] == "cli":
+        from thresher.cli import main
+        sys.argv[0] = "thresher"
+        main()
+    else:
+        runpy.run_module("thresher.train", run_name="__main__")
+except SystemExit as e:
+    print("exit", e.code, "torch" in sys.modules, "thresher.cli" in sys.modules)
+"""
+
+
+def test_a_bad_recipe_is_refused_before_torch_is_imported(tmp_path, tiny_data):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("model: resnet10t\nlearning_rate: 0.1\n")
+    for entry in (["cli", "train"], ["cli", "ddp-check"], ["torchrun-entry"]):
+        cmd = [sys.executable, "-c", _ENTRY, *entry, str(bad), "--data", str(tiny_data)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert 'unknown key "learning_rate"' in r.stderr, (entry, r.stderr)
+        assert "Traceback" not in r.stderr
+        exit_line = r.stdout.strip().splitlines()[-1]
+        assert exit_line.startswith("exit 2 False"), (entry, r.stdout)  # torch never loaded
+        if entry == ["torchrun-entry"]:
+            assert exit_line == "exit 2 False False"  # train's entry does not import the CLI
+
+
+def test_a_manifest_whose_weights_are_all_zero_is_refused_up_front(tiny_data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from thresher.train.loop import train
+
+    t = pq.read_table(tiny_data / "manifest.parquet").to_pydict()
+    t["weight"] = [0.0] * len(t["weight"])
+    (tmp_path / "zero").mkdir()
+    import pyarrow as pa
+
+    pq.write_table(pa.table(t), tmp_path / "zero" / "manifest.parquet")
+    with pytest.raises(ThresherError, match="weight 0"):
+        train(tiny_recipe(), tmp_path / "zero", tmp_path / "run", progress=False, log=print)
+    with pytest.raises(ThresherError, match="no full batch"):  # weights that draw too few
+        t["weight"] = [0.01] * len(t["weight"])
+        pq.write_table(pa.table(t), tmp_path / "zero" / "manifest.parquet")
+        train(tiny_recipe(), tmp_path / "zero", tmp_path / "run2", progress=False, log=print)
+
+
+def test_the_label_error_share_comes_with_the_export_not_the_catalog(tmp_path):
+    from thresher.train.setup import label_error_share
+
+    (tmp_path / "export.json").write_text('{"label_error_share": 0.4, "workspace": "/gone"}')
+    assert label_error_share(tmp_path) == 0.4
+    assert label_error_share(tmp_path / "manifest.parquet") == 0.4
+    (tmp_path / "other").mkdir()
+    assert label_error_share(tmp_path / "other") is None  # no export beside it: unknown
+
+
+def test_the_report_draws_class_names_with_dollar_signs(tmp_path):
+    from thresher.train import metrics
+    from thresher.train.report import run_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"classes": ["cost_$5_to_$10", "cost_$10_to_$20"]}, run / "checkpoint.pt")
+    metrics.append(run / "metrics.jsonl", {"kind": "train", "step": 1, "loss": 1.0, "lr": 0.1,
+                                           "images_per_s": 9.0, "images": 64,
+                                           "seconds": 2.0})  # fmt: skip
+    metrics.append(run / "metrics.jsonl", {"kind": "eval", "step": 1, "accuracy": 0.5,
+                                           "loss": 1.0, "per_class_accuracy": [0.5, 0.5],
+                                           "confusion": [[1, 1], [1, 1]]})  # fmt: skip
+    html = run_report(run).read_text()
+    assert "cost_$5_to_$10" in html and "32 images/s over the run" in html
+
+
 def test_manifest_is_flat_arrays_not_python_objects(tiny_data):
     m = load_manifest(tiny_data)
     assert m.paths.dtype.kind == "S" and m.targets.dtype == np.int64
@@ -323,6 +408,53 @@ def test_ctrl_c_stops_at_a_step_boundary_with_a_checkpoint(tiny_data, tmp_path):
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert 3 <= ck["step"] < 400
     assert f"stopped at step {ck['step']}" in stdout and "--resume" in stdout
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_group_stops_at_a_checkpoint_and_the_run_resumes(tiny_data, tmp_path):
+    # What `timeout`, Slurm and a terminal's Ctrl-C do: signal the whole process group, the
+    # DataLoader workers included. The workers ignore it; the main process says so once,
+    # checkpoints and exits 143 (SIGTERM) or 130 (SIGINT); --resume goes on from there.
+    recipe = write_recipe(tmp_path / "r.yaml", total_steps=400, workers=2,
+                          checkpoint_every=1000, eval_every=1000)  # fmt: skip
+    run = tmp_path / "run"
+
+    def start_and_signal(sig, *extra, after: int):
+        cmd = _cli_train(recipe, tiny_data, run, *extra)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
+        try:
+            t0 = time.monotonic()
+            while (
+                not (run / "metrics.jsonl").exists()
+                or sum('"train"' in x for x in (run / "metrics.jsonl").read_text().splitlines())
+                < after
+            ):
+                assert time.monotonic() - t0 < 180 and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.1)
+            os.killpg(proc.pid, sig)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        return proc.returncode, stdout, stderr
+
+    code, stdout, stderr = start_and_signal(signal.SIGTERM, after=3)
+    assert code == 143, stderr
+    assert stderr.count("stopping after this step") == 1, stderr  # not once per worker
+    assert "Traceback" not in stderr
+    first = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert 3 <= first < 400 and "--resume" in stdout
+    code, stdout, stderr = start_and_signal(signal.SIGINT, "--resume", after=first + 3)
+    assert code == 130, stderr
+    assert stderr.count("stopping after this step") == 1 and "Traceback" not in stderr
+    second = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert first < second < 400
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    events = [(e["event"], e["step"]) for e in events if e["kind"] == "event"]
+    assert events == [("interrupt", first), ("resume", first), ("interrupt", second)], events
+    html = (run / "report.html").read_text()
+    assert "SIGTERM" in html and "SIGINT" in html and "resumed" in html
 
 
 def test_the_weights_do_not_depend_on_the_worker_count(tiny_data, tmp_path):

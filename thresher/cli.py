@@ -274,46 +274,40 @@ def train(
         "thresher.train RECIPE --data DIR --out RUN` on each.",
     ),
 ) -> None:
-    """Train a timm model with the recipe: resumable, one Ctrl-C stops at a checkpoint."""
-    from thresher.train.loop import train as run_train
+    """Train a timm model with the recipe: resumable, one Ctrl-C stops at a checkpoint.
 
+    Exit status: 0 done, 2 a user error, 3 a guard stopped the run, 130 (SIGINT) or 143
+    (SIGTERM) when a signal stopped it at a checkpoint (--resume goes on).
+    """
+    from thresher.config import Recipe, load_yaml
+
+    r = load_yaml(recipe, Recipe)  # a bad recipe is one line, before torch is imported
     run = out_dir or Path("runs") / recipe.stem
-    if nproc > 1:
-        from thresher.train.distributed import from_env, launch
+    from thresher.train.distributed import from_env
+    from thresher.train.launch import closing_lines, exit_status, launch
 
+    if nproc > 1:
         if from_env().world > 1:
             raise ThresherError("--nproc starts torchrun; under torchrun already, leave it out")
-
         args = [str(recipe), "--data", str(data), "--out", str(run)]
-        code = launch(nproc, args + ["--resume"] * resume + ["--quiet"] * quiet)
-        raise typer.Exit(code)
+        raise typer.Exit(launch(nproc, args + ["--resume"] * resume + ["--quiet"] * quiet))
+    from thresher.train.loop import train as run_train
+
     s = run_train(
-        recipe,
+        r,
         data,
         run,
         resume=resume,
         progress=not quiet,
         log=lambda m: err.print(m, markup=False, highlight=False),
     )
-    from thresher.train.distributed import from_env
-
-    if not from_env().main:  # one line per run, not per process
-        raise typer.Exit(3 if s.stopped_by and s.stopped_by != "overfitting" else 0)
-    acc = "" if s.val_accuracy is None else f"; val accuracy {s.val_accuracy:.4f}"
-    best = "" if s.best_val_accuracy is None else f" (best {s.best_val_accuracy:.4f})"
-    out.print(
-        f"{s.steps} steps ({s.epochs:.2f} epochs){acc}{best}; {s.images_per_s:.0f} images/s; "
-        f"report: {s.report}"
-    )
-    if s.stopped_by and s.stopped_by != "overfitting":
-        err.print(f"a guard stopped the run at step {s.steps}: {s.stopped_by}", markup=False)
-        raise typer.Exit(3)
-    if s.interrupted and not s.stopped_by:
-        out.print(
-            f"stopped at step {s.steps}: `thresher train {recipe} --data {data} "
-            f"--out {run} --resume` goes on"
-        )
-        raise typer.Exit(130)
+    if from_env().main:  # one closing line per run, not per process
+        lines, problems = closing_lines(s, recipe, data, run)
+        for line in lines:
+            out.print(line, markup=False, highlight=False)
+        for line in problems:
+            err.print(line, markup=False, highlight=False)
+    raise typer.Exit(exit_status(s))
 
 
 @app.command()
@@ -328,9 +322,10 @@ def doctor(
 ) -> None:
     """Check the machine (versions, GPUs, RAM, disk) and a recipe's data pipeline."""
     from thresher.config import Recipe, load_yaml
+
+    r = load_yaml(recipe, Recipe) if recipe else None  # a bad recipe: one line, before torch
     from thresher.doctor import doctor as run_doctor
 
-    r = load_yaml(recipe, Recipe) if recipe else None
     if data is not None and r is None:
         raise ThresherError("--data needs --recipe (the pipeline to check is the recipe's)")
     rep = run_doctor(r, data, out_dir)
@@ -387,9 +382,10 @@ def ddp_check(
     from rich.markup import escape
 
     from thresher.config import Recipe, load_yaml
+
+    r = load_yaml(recipe, Recipe)  # a bad recipe is one line, before torch is imported
     from thresher.train.ddp_check import ddp_check as run_check
 
-    r = load_yaml(recipe, Recipe)
     res = run_check(r, data, nproc, setup, timeout, log=lambda m: err.print(m, markup=False))
     t = Table(title=f"ddp-check: 1 process vs {nproc}")
     for col in ("compared", "verdict", "detail", "likely cause"):

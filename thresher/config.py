@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from thresher.errors import ThresherError
 from thresher.files import DEFAULT_MAX_FILE_BYTES
@@ -182,6 +182,18 @@ class GuardConfig(_Strict):
     min_amp_scale: float = Field(
         1e-4, gt=0, description="An fp16 GradScaler scale below this is a collapse, not noise."
     )
+    divergence_factor: float = Field(
+        100.0, gt=1, description="A loss this many times above both the first step's loss "
+        "and ln(classes) is an explosion, finite or not.",
+    )  # fmt: skip
+    weight_norm_factor: float = Field(
+        100.0, gt=1, description="Weights whose global norm grew this many times since the "
+        "start have exploded (checked at each snapshot).",
+    )  # fmt: skip
+    max_skipped_share: float = Field(
+        0.05, ge=0, le=1, description="Share of training samples whose user_transform raised "
+        "(each skipped, counted) past which the run stops, diagnosed.",
+    )  # fmt: skip
     # progress (guard/progress.py)
     plateau_patience: int = Field(
         5, ge=1, description="Evaluations without improvement before the convergence checks."
@@ -265,6 +277,12 @@ class Recipe(_Strict):
         description="Mixed precision. fp16 (with a GradScaler) needs CUDA; on a CPU it falls "
         "back to float32 and says so; bf16 runs on both.",
     )
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v):
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
     # augmentation and balance
     crop_scale: tuple[float, float] = Field(
         (0.5, 1.0), description="RandomResizedCrop scale range (reported +2.1 over (0.8, 1.0))."

@@ -140,7 +140,7 @@ def measure(
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     name = torch.cuda.get_device_name(0) if cuda else f"CPU ({_cpu_name()})"
-    from thresher.train.model import amp_dtype
+    from thresher.devices import amp_dtype
 
     dtype = amp_dtype(amp, device.type)  # as the training loop does
     net = timm.create_model(model, num_classes=1000).to(device).train()

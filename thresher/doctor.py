@@ -213,7 +213,7 @@ def _probe_cuda(model, recipe: Recipe) -> int:
     model = model.cuda().train()
     if recipe.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
-    from thresher.train.model import amp_dtype
+    from thresher.devices import amp_dtype
 
     dtype = amp_dtype(recipe.amp, "cuda")
 

@@ -86,7 +86,8 @@ def export(
     actions = {**ACTIONS, **policy.actions}
     out = Path(out)
     with Catalog(workspace, create=False) as cat:
-        if cat.get_meta("clean_summary") is None:
+        clean_summary = cat.get_meta("clean_summary")
+        if clean_summary is None:
             raise ThresherError(f"no issues in {workspace} yet: run `thresher clean` first")
         root = Path(cat.get_meta("source")["root"])
         c = cat.columns(
@@ -205,6 +206,9 @@ def export(
         }
     )
     doc = {**asdict(s), "policy": policy.model_dump(), "workspace": str(workspace)}
+    # What clean found of the labels, for train's plateau diagnosis (it reads no catalog).
+    by_issue, files = clean_summary.get("by_issue", {}), max(clean_summary.get("files", 0), 1)
+    doc["label_error_share"] = by_issue.get("label_error", 0) / files
     doc["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
     def write(folder: Path) -> None:

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from thresher.errors import ThresherError
+
 
 def epoch_indices(
     weights: np.ndarray, epoch: int, seed: int, rank: int = 0, world: int = 1
@@ -52,10 +54,23 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     return (splitmix64(h ^ np.asarray(positions, dtype=np.uint64)) >> np.uint64(1)).astype(np.int64)
 
 
+def check_weights(weights: np.ndarray) -> None:
+    """Refuse weights no epoch can be drawn from: all zero, negative, or not finite."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ThresherError("the manifest's weight column holds negative or non-finite values")
+    if len(w) and w.sum() == 0:
+        raise ThresherError(
+            "every training row of the manifest has weight 0: no sample can be drawn "
+            "(fix the weight column, or set `oversample: false` in the recipe)"
+        )
+
+
 class BalancedSampler(torch.utils.data.Sampler):
     """Yields (index, sample_seed) for ImageDataset; resumable at any position in an epoch."""
 
     def __init__(self, weights: np.ndarray, seed: int = 0, rank: int = 0, world: int = 1):
+        check_weights(weights)
         self.weights, self.seed, self.rank, self.world = weights, seed, rank, world
         self.epoch = 0
         self.start = 0  # samples of this epoch already consumed (resume)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from thresher.config import ScanConfig
+from thresher.data.transforms import UserTransformError
 from thresher.errors import ThresherError
 from thresher.files import FileRefused, read_regular
 
@@ -21,8 +22,11 @@ from thresher.files import FileRefused, read_regular
 class ImageDataset(torch.utils.data.Dataset):
     """Images by path from numpy arrays; `transform` maps a PIL image to a tensor."""
 
-    def __init__(self, paths: np.ndarray, targets: np.ndarray, transform, view_px: int = 256):
+    def __init__(
+        self, paths: np.ndarray, targets: np.ndarray, transform, view_px: int = 256, skipped=None
+    ):
         self.paths, self.targets, self.transform = paths, targets, transform
+        self.skipped = skipped  # a SkippedSamples: a raising user_transform skips, counted
         self.view_px = view_px  # decode JPEGs in draft mode to about this size, not full size
         self.max_pixels = ScanConfig().max_image_pixels
         self.max_bytes = ScanConfig().max_file_bytes
@@ -33,7 +37,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, None)
         if seed is None:
-            return self.transform(self._load(index)), int(self.targets[index])
+            return self._transformed(index)
         # In the training process itself (workers=0) the streams that dropout and the user's
         # code draw from are put back afterwards: a run's weights do not depend on `workers`.
         inline = torch.utils.data.get_worker_info() is None
@@ -45,11 +49,23 @@ class ImageDataset(torch.utils.data.Dataset):
         torch.default_generator.manual_seed(seed)
         random.seed(seed)
         try:
-            return self.transform(self._load(index)), int(self.targets[index])
+            return self._transformed(index)
         finally:
             if inline:
                 torch.set_rng_state(saved[0])
                 random.setstate(saved[1])
+
+    def _transformed(self, index: int):
+        """(tensor, target); when the user's transform raises, the next sample stands in."""
+        for k in range(len(self.paths)):
+            i = (index + k) % len(self.paths)
+            try:
+                return self.transform(self._load(i)), int(self.targets[i])
+            except UserTransformError as e:
+                if self.skipped is None:
+                    raise
+                self.skipped.record(self.paths[i].decode(errors="replace"), str(e))
+        raise RuntimeError("the user_transform raised on every sample of the manifest")
 
     def _load(self, index: int):
         from thresher.scan.decode import DecodeIssue, decode

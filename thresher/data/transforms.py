@@ -28,6 +28,27 @@ def load_callable(spec: str):
     return obj
 
 
+class UserTransformError(Exception):
+    """The recipe's user_transform raised on a sample (the dataset skips and counts it)."""
+
+    def __init__(self, spec: str, error: Exception):
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        super().__init__(f"user_transform {spec} raised {type(error).__name__}: {first}")
+
+
+class UserTransform:
+    """The user's callable, its failures named: one odd image must not end a multi-day run."""
+
+    def __init__(self, fn, spec: str):
+        self.fn, self.spec = fn, spec
+
+    def __call__(self, image):
+        try:
+            return self.fn(image)
+        except Exception as e:
+            raise UserTransformError(self.spec, e) from e
+
+
 def train_transform(recipe: Recipe):
     """RandomResizedCrop, flip, rotation, colour jitter, the user's transform, normalise."""
     steps = [
@@ -40,7 +61,7 @@ def train_transform(recipe: Recipe):
         j = recipe.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     if recipe.user_transform:
-        steps.append(load_callable(recipe.user_transform))
+        steps.append(UserTransform(load_callable(recipe.user_transform), recipe.user_transform))
     return v2.Compose([*steps, *_to_tensor()])
 
 

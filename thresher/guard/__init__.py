@@ -1,7 +1,8 @@
 """Guards: small observers of the training loop, each with a pure decision function and one
-narrow way to act (skip a step, roll back, recycle workers, pause, stop, explain).
+narrow way to act (skip a step, roll back, recycle workers, pause, finish, stop, explain).
 
-numeric.py (NaN, Inf, explosions), progress.py (non-convergence, overfitting), memory.py
-(host-memory leaks, GPU memory growth), thermal.py (GPU temperature). Each module's docstring
-says what it catches, what it costs, and when it is wrong.
+hooks.py (the fixed points a guard answers at, and its Verdict), numeric.py (NaN, Inf,
+explosions), progress.py (non-convergence, overfitting), memory.py (host-memory leaks, GPU
+memory growth), thermal.py (GPU temperature), samples.py (a user transform that raises). Each
+module's docstring says what it catches, what it costs, and when it is wrong.
 """

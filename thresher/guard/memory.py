@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from thresher.guard.hooks import Event, Hook, Verdict
+
 MB = 1024 * 1024
 
 
@@ -207,3 +209,79 @@ class HostMemoryWatch:
             f"{s.traceback[0].filename}:{s.traceback[0].lineno} (+{s.size_diff / MB:.1f} MB)"
             for s in stats
         )
+
+
+class LeakGuard(Hook):
+    """The host-memory watch as a hook: its alarms become events, a worker's leak a recycle."""
+
+    name = "memory"
+
+    def __init__(self, cfg, workers: int, watch: HostMemoryWatch | None = None):
+        self.cfg, self.workers = cfg, workers
+        self.watch = watch or HostMemoryWatch(
+            cfg.memory_interval_s,
+            cfg.memory_warmup_s,
+            cfg.leak_mb_per_s,
+            cfg.leak_sustain_s,
+            cfg.leak_window_s,
+            cfg.tracemalloc,
+        )
+        self._started = False
+
+    def start(self, state) -> Verdict:
+        if not self._started:
+            self.watch.start()
+            self._started = True
+        return Verdict()
+
+    def on_timer(self, state) -> Verdict:
+        """Alarms as events; recycle the workers on a worker's leak, or every N steps."""
+        every = self.cfg.recycle_workers_every
+        recycle = bool(every) and state.step > 0 and state.step % every == 0
+        events = []
+        for alarm in self.watch.alarms():
+            worker = alarm.pid != self.watch.pid
+            if not worker:
+                note = ("; the training process itself: recycling the workers does not help "
+                        "(tracemalloc: true names the lines)")  # fmt: skip
+            elif self.cfg.recycle_workers_on_leak:
+                note = "; recycling the DataLoader workers"
+            else:
+                note = ""
+            events.append(Event("memory_leak", alarm.message() + note, local=True))
+            recycle |= worker and self.cfg.recycle_workers_on_leak
+        if recycle and self.workers > 0:
+            self.watch.forget_children()  # new workers start new series
+            return Verdict("recycle", events)
+        return Verdict("go", events)
+
+    def close(self) -> None:
+        if self._started:
+            self.watch.stop()
+
+
+class GpuMemoryGuard(Hook):
+    """Allocated GPU memory sampled at each metrics line; sustained growth is named once."""
+
+    name = "gpu_memory"
+
+    def __init__(self, cfg, allocated, clock=time.monotonic):
+        self.cfg, self.allocated, self.clock = cfg, allocated, clock
+        self.t: list[float] = []
+        self.y: list[float] = []
+        self.warned = False
+
+    def after_step(self, state, record: dict | None) -> Verdict:
+        if record is None or self.warned:
+            return Verdict()
+        self.t.append(self.clock())
+        self.y.append(float(self.allocated()))
+        grows, slope = sustained_growth(np.array(self.t), np.array(self.y),
+                                        self.cfg.leak_mb_per_s * MB, self.cfg.leak_sustain_s,
+                                        self.cfg.leak_window_s)  # fmt: skip
+        if not grows:
+            return Verdict()
+        self.warned = True
+        return Verdict("go", [Event("gpu_memory_growth", f"allocated GPU memory grows "
+                                    f"{slope / MB:.2f} MB/s: tensors kept across steps?",
+                                    local=True)])  # fmt: skip

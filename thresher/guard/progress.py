@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from thresher.config import Recipe
+from thresher.guard.hooks import Event, Hook, Verdict
 
 
 def plateaued(accuracies: list[float], patience: int, min_delta: float = 1e-3) -> bool:
@@ -147,3 +148,73 @@ def diagnose_plateau(
     if fits:
         findings.append("the model can overfit one batch: the code and inputs can learn")
     return findings
+
+
+class ProgressGuard(Hook):
+    """After each evaluation: is the run overfitting, has it stopped learning, and why."""
+
+    name = "progress"
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        n_classes: int,
+        frozen_by_recipe: list[str],
+        label_error_share: float | None,
+    ):
+        self.recipe, self.cfg, self.n_classes = recipe, recipe.guards, n_classes
+        self.frozen_by_recipe = set(frozen_by_recipe)
+        self.label_error_share = label_error_share
+        self.val: list[float] = []
+        self.train: list[float] = []
+        self.losses: list[float] = []
+        self.warned: set[str] = set()
+
+    def after_step(self, state, record: dict | None) -> Verdict:
+        if record is not None:  # the logged losses: what the LR diagnosis reads
+            self.losses.append(record["loss"])
+        return Verdict()
+
+    def after_eval(self, state, evaluation: dict) -> Verdict:
+        """Overfitting (an event, and a finish with stop_on_overfit), then a plateau, diagnosed."""
+        acc, train_acc = evaluation["accuracy"], evaluation["train_accuracy"]
+        if self.val and acc > max(self.val):
+            self.warned.discard("plateau")  # a new best: the next plateau is a new one
+        self.val.append(acc)
+        self.train.append(train_acc)
+        v = Verdict()
+        if "overfit" not in self.warned and overfitting(self.train, self.val, self.cfg.overfit_gap):
+            self.warned.add("overfit")
+            off = ", ".join(regularisers_off(self.recipe)) or "none"
+            stop = self.cfg.stop_on_overfit
+            v.events.append(Event(
+                "overfit",
+                f"train accuracy {train_acc:.3f} vs validation {acc:.3f}, and the gap grows; "
+                f"best.pt keeps the best ({state.best or max(self.val):.4f}); regularisers "
+                f"off: {off}" + ("; stopping (stop_on_overfit)" if stop else ""),
+            ))  # fmt: skip
+            if stop:
+                v.action, v.reason = "finish", "overfitting"
+        if "plateau" not in self.warned and plateaued(self.val, self.cfg.plateau_patience):
+            self.warned.add("plateau")
+            rng = torch.get_rng_state()  # the checks must not shift the run's RNG
+            cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+            frozen = self.frozen_by_recipe if state.frozen else set()
+            findings = diagnose_plateau(state.model, state.batch, self.losses, self.n_classes,
+                                        frozen, self.label_error_share)  # fmt: skip
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            v.events.append(Event(
+                "plateau",
+                f"no better validation accuracy for {self.cfg.plateau_patience} evaluations: "
+                + "; ".join(findings),
+            ))  # fmt: skip
+        return v
+
+    def state_dict(self) -> dict:
+        return {"val": self.val, "train": self.train, "losses": self.losses[-200:]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.val, self.train = list(state["val"]), list(state["train"])
+        self.losses = list(state["losses"])

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from thresher.guard.hooks import Event, Hook, Verdict
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -91,8 +93,8 @@ class ScriptedSensor:
 
 
 @dataclass
-class ThermalGuard:
-    """Calls `sensor.read()` at step boundaries; pauses (sleeps) while the GPU is too hot."""
+class ThermalGuard(Hook):
+    """Reads `sensor.read()` at step boundaries; asks for a pause while the GPU is too hot."""
 
     sensor: object
     warn_c: float = 83.0
@@ -105,27 +107,43 @@ class ThermalGuard:
     _last: float = float("-inf")
     _warned: bool = False
 
-    def check(self, step: int, say) -> None:
-        """At a step boundary: maybe read, warn, or pause until cool. `say(kind, message)`."""
+    name = "thermal"
+
+    def on_timer(self, state) -> Verdict:
+        """At most every `poll_s`: maybe a warning (once per episode), maybe a pause."""
         now = self.clock()
         if now - self._last < self.poll_s:
-            return
+            return Verdict()
         self._last = now
         r = self.sensor.read()
         action = thermal_action(r.temp_c, False, self.warn_c, self.pause_c, self.resume_c)
         if action == "ok":
             self._warned = False
-            return
+            return Verdict()
         if action == "warn":
-            if not self._warned:
-                throttled = f", throttling: {', '.join(r.throttle)}" if r.throttle else ""
-                say("thermal", f"GPU at {r.temp_c:.0f} C (warning level {self.warn_c:.0f} C)"
-                    + throttled)  # fmt: skip
-                self._warned = True
-            return
-        start, peak = self.clock(), r.temp_c
-        say("thermal_pause", f"GPU at {r.temp_c:.0f} C >= {self.pause_c:.0f} C: training "
-            f"paused until it is below {self.resume_c:.0f} C")  # fmt: skip
+            if self._warned:
+                return Verdict()
+            self._warned = True
+            throttled = f", throttling: {', '.join(r.throttle)}" if r.throttle else ""
+            message = f"GPU at {r.temp_c:.0f} C (warning level {self.warn_c:.0f} C){throttled}"
+            return Verdict("go", [Event("thermal", message, local=True)])
+        step = state.step
+        return Verdict(
+            "pause",
+            [
+                Event(
+                    "thermal_pause",
+                    f"GPU at {r.temp_c:.0f} C >= {self.pause_c:.0f} C: training "
+                    f"paused until it is below {self.resume_c:.0f} C",
+                    local=True,
+                )
+            ],  # fmt: skip
+            wait=lambda: self.wait_until_cool(step, r.temp_c),
+        )
+
+    def wait_until_cool(self, step: int, peak: float) -> list[Event]:
+        """Poll every `poll_s` until below `resume_c`; record the pause."""
+        start = self.clock()
         while True:
             self.sleep(self.poll_s)
             r = self.sensor.read()
@@ -134,6 +152,18 @@ class ThermalGuard:
                 break
         seconds = self.clock() - start
         self.pauses.append({"step": step, "seconds": seconds, "peak_c": peak})
-        say("thermal_resume", f"GPU cooled to {r.temp_c:.0f} C after {seconds:.0f} s "
-            f"(peak {peak:.0f} C); training resumes")  # fmt: skip
         self._last = self.clock()
+        return [Event("thermal_resume", f"GPU cooled to {r.temp_c:.0f} C after {seconds:.0f} s "
+                      f"(peak {peak:.0f} C); training resumes", local=True)]  # fmt: skip
+
+    def check(self, step: int, say) -> None:
+        """on_timer and, on a pause, the wait, with every event to `say(kind, message)`."""
+        v = self.on_timer(_AtStep(step))
+        events = v.events + (v.wait() if v.action == "pause" else [])
+        for e in events:
+            say(e.kind, e.message)
+
+
+@dataclass(frozen=True)
+class _AtStep:
+    step: int

@@ -24,8 +24,9 @@ Notes, not failures: parameters that receive no gradient (DDP then needs
 find_unused_parameters) and batch-norm layers that compute statistics per rank (expected,
 unless sync_batchnorm on GPUs).
 
-The pieces come from a `Setup` (thresher's own by default); `--setup module:name` checks
-another, which is how the tests break one piece at a time.
+The run is built by train/setup.py's `setup`, the one `thresher train` uses; its pieces
+(seeding, sampler, micro-step) come from a `Setup` (thresher's own by default);
+`--setup module:name` checks another, which is how the tests break one piece at a time.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,24 +46,13 @@ import numpy as np
 import torch
 
 from thresher.config import Recipe
-from thresher.data.balance import BalancedSampler
+from thresher.devices import default_device
 from thresher.errors import ThresherError
-from thresher.train.distributed import seed_model, seed_rank
-from thresher.train.loop import forward_backward
+from thresher.train.distributed import Ranks
+from thresher.train.setup import THRESHER, Pieces, set_lr, setup  # noqa: F401 - THRESHER: --setup's default
 
-
-@dataclass(frozen=True)
-class Setup:
-    """The pieces of a data-parallel step that can go wrong, as the training loop uses them."""
-
-    seed_model: Callable[[int, int], None]  # (seed, rank): before the model is built
-    seed_rank: Callable[[int, int], None]  # (seed, rank): after, for dropout and drop path
-    sampler: Callable  # (weights, seed, rank, world) -> a Sampler of (index, sample_seed)
-    forward_backward: Callable  # train.loop.forward_backward's signature
-
-
-# The very functions the training loop calls: a change to the loop is a change to what passes.
-THRESHER = Setup(seed_model, seed_rank, BalancedSampler, forward_backward)
+# The pieces a check swaps (`--setup module:name`): train/setup.py's, under their old name here.
+Setup = Pieces
 
 
 @dataclass
@@ -168,7 +157,7 @@ def ddp_check(
 
 
 def first_step(
-    r: Recipe, data: Path | str, setup: Setup, rank: int, world: int, virtual: int = 1
+    r: Recipe, data: Path | str, pieces: Pieces, rank: int, world: int, virtual: int = 1
 ) -> dict:
     """Run the recipe's first optimizer step and record every stage of it.
 
@@ -176,39 +165,32 @@ def first_step(
     (rank v takes positions v, v+N, ... of the sampler's order) and each share runs with rank
     v's RNG stream: the single-process equivalent of N ranks, step for step.
     """
-    from thresher.data.manifest import load_manifest
     from thresher.train import distributed
-    from thresher.train.loop import step_context, training_data
-    from thresher.train.model import amp_dtype, create_model, param_groups
-    from thresher.train.optim import optimizer
 
     rec: dict = {"rank": rank, "stage": "setup"}
-    ranks, device = distributed.init(timeout_s=60) if world > 1 else (None, _device())
+    ranks, device = (
+        distributed.init(timeout_s=60) if world > 1 else (Ranks(0, 1, 0), default_device())
+    )
     try:
-        m = load_manifest(data)
-        rows = np.nonzero(~m.is_val)[0]
-        n_classes = len(m.classes)
-        ds, weights = training_data(r, m, rows)
-        setup.seed_model(r.seed, rank)
-        model = create_model(r, n_classes, lambda msg: None).to(device)
+        p = setup(r, data, ranks, device, lambda msg: None, pieces)
+        model, ds, opt, scaler = p.model, p.train_ds, p.opt, p.scaler
         model.train()
+        # Built under seed_model; its weights before any rank's stream or DDP's broadcast.
         rec["init"] = _params(model)
         rec["batchnorm"] = sum(
             isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in model.modules()
         )
         states = []
         for v in range(virtual) if world == 1 else [rank]:
-            setup.seed_rank(r.seed, v)
+            pieces.seed_rank(r.seed, v)
             states.append(torch.get_rng_state())
         # At the peak learning rate, not the warm-up's first (often 0): the update must show.
-        opt = optimizer(r, param_groups(model, r.weight_decay_backbone, r.weight_decay_head))
-        amp = amp_dtype(r.amp, device.type)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-        ctx = step_context(r, m.targets[rows], n_classes, device, amp)
+        set_lr(p.sched, opt, r.warmup_steps, 1.0)
+        ctx = p.ctx
         b, a = r.batch_size, r.grad_accum
         rec["stage"] = "data"
         if world == 1:
-            order = list(_take(setup.sampler(weights, r.seed, 0, 1), b * a * virtual))
+            order = list(_take(p.sampler, b * a * virtual))
             shares = [order[v::virtual] for v in range(virtual)]
             batches = [
                 [_collate(ds, shares[v][k * b : (k + 1) * b]) for k in range(a)]
@@ -221,7 +203,7 @@ def first_step(
             loader = torch.utils.data.DataLoader(
                 ds,
                 batch_size=b,
-                sampler=_Recording(setup.sampler(weights, r.seed, rank, world), drawn),
+                sampler=_Recording(p.sampler, drawn),
                 drop_last=True,
                 num_workers=0,
             )
@@ -238,21 +220,21 @@ def first_step(
                 v = j if world == 1 else rank
                 draw = k * (virtual if world == 1 else world) + v
                 if world == 1:
-                    loss, _ = setup.forward_backward(
+                    loss, _ = pieces.forward_backward(
                         model, x.to(device), y.to(device), ctx, 0, draw, a * virtual, scaler
                     )
                 else:
                     with distributed.no_sync(net, last=k == a - 1):
-                        loss, _ = setup.forward_backward(
+                        loss, _ = pieces.forward_backward(
                             net, x.to(device), y.to(device), ctx, 0, draw, a, scaler
                         )
                 states[j] = torch.get_rng_state()
                 losses[j][k] = float(loss)
         rec["losses"] = losses
         rec["grads"] = {
-            n: (p.grad.detach().cpu().clone() if p.grad is not None else None)
-            for n, p in model.named_parameters()
-            if p.requires_grad
+            n: (q.grad.detach().cpu().clone() if q.grad is not None else None)
+            for n, q in model.named_parameters()
+            if q.requires_grad
         }
         rec["stage"] = "optimizer step"
         scaler.step(opt)
@@ -510,10 +492,6 @@ def _take(sampler, n: int) -> list:
 def _collate(ds, items: list) -> tuple[torch.Tensor, torch.Tensor]:
     pairs = [ds[it if it[1] is not None else it[0]] for it in items]
     return torch.stack([x for x, _ in pairs]), torch.tensor([y for _, y in pairs])
-
-
-def _device() -> torch.device:
-    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _load_setup(spec: str) -> Setup:

@@ -25,8 +25,6 @@ rate is not scaled with N (scale it in the recipe when N changes the global batc
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -153,21 +151,3 @@ def gather(obj, ranks: Ranks) -> list:
 
 def _collective_device() -> torch.device:
     return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
-def launch(nproc: int, args: list[str]) -> int:
-    """Run `thresher train ARGS` as NPROC local processes under torchrun; its exit status."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "thresher.train",
-        *args,
-    ]
-    env = dict(os.environ)
-    # torchrun's default is 1 thread per process, with a warning; say it once, on purpose.
-    env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // nproc, 1)))
-    return subprocess.call(cmd, env=env)

@@ -10,15 +10,6 @@ from thresher.config import Recipe
 from thresher.errors import ThresherError
 
 
-def amp_dtype(setting: str, device_type: str) -> torch.dtype | None:
-    """The autocast dtype of a recipe's `amp` on a device; None is float32.
-
-    fp16 needs CUDA (a GradScaler and tensor cores): on a CPU it is float32. bf16 runs on both.
-    """
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[setting]
-    return None if dtype is torch.float16 and device_type != "cuda" else dtype
-
-
 def create_model(recipe: Recipe, num_classes: int, log=print) -> torch.nn.Module:
     """timm.create_model with the recipe's dropout and stochastic depth, weights as asked."""
     import timm

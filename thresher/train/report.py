@@ -61,9 +61,11 @@ def run_report(run: Path | str, out: Path | str | None = None) -> Path:
     last = evals[-1] if evals else None
     if train:
         t = train[-1]
+        # The whole run's speed (every session of a resumed run), not the last window's.
+        speed = t["images"] / t["seconds"] if t.get("seconds") else t["images_per_s"]
         parts.append(
             f"<p>{t['step']} optimizer steps, last loss {t['loss']:.4f}, "
-            f"{t['images_per_s']:.0f} images/s"
+            f"{speed:.0f} images/s over the run"
             + (
                 f"; validation accuracy {last['accuracy']:.4f} "
                 f"(best {max(e['accuracy'] for e in evals):.4f})"
@@ -103,6 +105,7 @@ def run_report(run: Path | str, out: Path | str | None = None) -> Path:
         parts.append("</div>")
     if last:
         names = classes or [str(i) for i in range(len(last["per_class_accuracy"]))]
+        shown = [_plain_text(n) for n in names]  # matplotlib reads $...$ as TeX
         conf = np.array(last["confusion"])
         parts.append(
             f"<h2>Per-class accuracy (step {last['step']})</h2><table>"
@@ -116,8 +119,8 @@ def run_report(run: Path | str, out: Path | str | None = None) -> Path:
             norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
             ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
             ticks = range(len(names))
-            ax.set_xticks(ticks, names, rotation=90 if len(names) > 6 else 0)
-            ax.set_yticks(ticks, names)
+            ax.set_xticks(ticks, shown, rotation=90 if len(names) > 6 else 0)
+            ax.set_yticks(ticks, shown)
             if len(names) <= 20:
                 for i in ticks:
                     for j in ticks:
@@ -139,3 +142,8 @@ def run_report(run: Path | str, out: Path | str | None = None) -> Path:
     parts.append(f"<h2>Recipe</h2><pre>{html.escape(recipe)}</pre>")
     out.write_text("\n".join(parts))
     return out
+
+
+def _plain_text(label: str) -> str:
+    """A class name as matplotlib shows it literally: `cost_$5_to_$10` is not TeX."""
+    return label.replace("$", r"\$")

@@ -1,0 +1,43 @@
+"""Evaluation on the validation split: accuracy, loss, per-class accuracy, the confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from thresher.config import Recipe
+from thresher.train.signals import ignore_stop_signals
+
+
+@torch.no_grad()
+def evaluate(model, dataset, r: Recipe, device, amp_dtype, n_classes: int) -> dict | None:
+    """Accuracy, loss, per-class accuracy and the confusion matrix on the validation split."""
+    if len(dataset) == 0:
+        return None
+    model.eval()
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=r.batch_size,
+        num_workers=r.workers,
+        shuffle=False,
+        worker_init_fn=ignore_stop_signals,
+    )
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    loss_sum = 0.0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        pred = logits.argmax(dim=1)
+        np.add.at(confusion, (y.cpu().numpy(), pred.cpu().numpy()), 1)
+    model.train()
+    n = confusion.sum()
+    per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "accuracy": float(np.trace(confusion) / n),
+        "loss": loss_sum / n,
+        "per_class_accuracy": per_class.round(4).tolist(),
+        "confusion": confusion.tolist(),
+    }
