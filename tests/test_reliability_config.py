@@ -100,7 +100,8 @@ def test_a_file_turned_fifo_is_skipped_by_the_dataset_not_waited_on(tmp_path):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert ds[0] == ((40, 30), 0)  # the next sample stood in
+            # the next sample stood in, with its own label (not the unreadable file's)
+            assert ds[0] == ((40, 30), 1)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)

@@ -60,14 +60,17 @@ class ImageDataset(torch.utils.data.Dataset):
         for k in range(len(self.paths)):
             i = (index + k) % len(self.paths)
             try:
-                return self.transform(self._load(i)), int(self.targets[i])
+                # The sample that stood in for an unreadable file brings its own label.
+                view, j = self._load(i)
+                return self.transform(view), int(self.targets[j])
             except UserTransformError as e:
                 if self.skipped is None:
                     raise
                 self.skipped.record(self.paths[i].decode(errors="replace"), str(e))
         raise RuntimeError("the user_transform raised on every sample of the manifest")
 
-    def _load(self, index: int):
+    def _load(self, index: int) -> tuple:
+        """(decoded view, row it came from): the row is `index` unless that file is unreadable."""
         from thresher.scan.decode import DecodeIssue, decode
 
         for k in range(len(self.paths)):
@@ -77,7 +80,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 # Regular files only, size checked first: a file replaced by a FIFO or a
                 # device since the export can neither hang nor exhaust a worker.
                 data = read_regular(path, self.max_bytes)
-                return decode(data, self.view_px, self.max_pixels).view
+                return decode(data, self.view_px, self.max_pixels).view, i
             except (FileRefused, DecodeIssue) as e:
                 # A file changed or vanished since the scan: a multi-day run must not die of
                 # it. The next sample stands in, and the warning names the file.
