@@ -95,3 +95,8 @@ def refuse_red(image):
     if a[..., 0].mean() > 150 and a[..., 1].mean() < 90 and a[..., 2].mean() < 90:
         raise ValueError("cannot handle red")
     return image
+
+
+def refuse_all(image):
+    """A user transform that is broken: it raises on every image."""
+    raise ValueError("cannot handle anything")

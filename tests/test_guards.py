@@ -296,6 +296,22 @@ def test_skipped_samples_guard_names_the_first_and_stops_past_the_share():
     assert g.on_timer(state).events == []  # said once
 
 
+def test_skipped_share_after_resume_counts_this_sessions_samples_only():
+    from thresher.data.skipped import SkippedSamples
+    from thresher.guard.samples import SkippedSamplesGuard
+
+    skipped = SkippedSamples()  # a resumed session counts from 0 ...
+    g = SkippedSamplesGuard(skipped, max_share=0.05, samples_per_step=10)
+    state = _tiny_state()
+    state.step = 9000  # ... but resumes late in the run
+    g.start(state)
+    state.step = 9010
+    for _ in range(20):  # 20 of this session's 100 samples: broken, whatever came before
+        skipped.record("/data/b.jpg", "user_transform m:f raised ValueError: odd")
+    v = g.on_timer(state)
+    assert v.action == "finish" and "20 of about 100" in v.reason
+
+
 # -- guards in real runs ---------------------------------------------------------------------------
 
 
@@ -407,6 +423,22 @@ def test_a_raising_user_transform_skips_and_counts_then_stops_past_the_share(tmp
     assert "max_skipped_share" in s.stopped_by
     ck = torch.load(tmp_path / "many" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == s.steps
+
+
+def test_a_transform_that_always_raises_stops_in_one_line_from_the_workers(tmp_path):
+    # No batch ever completes, so the share guard cannot judge: the dataset gives up after a
+    # run of failures, and the error crosses the DataLoader worker as one line, not a traceback.
+    data = colour_set(tmp_path / "d")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: resnet10t\nimage_size: 32\ntotal_steps: 4\nwarmup_steps: 1\n"
+                      "batch_size: 8\ngrad_accum: 1\nworkers: 1\n"
+                      "user_transform: guard_helpers:refuse_all\nguards: {memory: false}\n")
+    p = _cli(recipe, data, tmp_path / "run")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 2, err
+    assert "Traceback" not in err and "Original" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert "refuse_all" in line and "in a row" in line and "cannot handle anything" in line
 
 
 def test_a_hot_gpu_pauses_the_run(tmp_path):

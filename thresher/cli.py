@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
-from thresher.errors import ThresherError
+from thresher.errors import ThresherError, user_message
 
 app = typer.Typer(
     help="thresher: from a web-scraped image pile to a clean, balanced dataset and a trained "
@@ -535,7 +535,7 @@ def main() -> None:
     try:
         app()
     except ThresherError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
+        err.print(f"error: {user_message(e)}", markup=False, highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

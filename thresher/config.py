@@ -132,7 +132,7 @@ class ExportPolicy(_Strict):
 
     actions: dict[str, ExportAction] = Field(
         default_factory=dict,
-        description="Issue kind -> action, overriding the defaults of clean/findings.py ACTIONS "
+        description="Issue kind -> action, overriding the defaults of issue_model.py ACTIONS "
         "(drop; 'keep one' of a duplicate group; 'relabel' to the suggested label; 'review' = "
         "keep as is unless a person decided; 'keep' = ignore the issue). Example: "
         "{label_error: relabel, low_resolution: keep}.",

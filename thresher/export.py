@@ -1,7 +1,7 @@
 """`thresher export`: the catalog, its issues and the review decisions -> a clean training manifest.
 
 What each file becomes is decided in this order: a file the scan could not use is dropped; a
-person's decision (thresher review) wins; then every issue's action (clean/findings.py ACTIONS,
+person's decision (thresher review) wins; then every issue's action (issue_model.py ACTIONS,
 overridden by the policy). The survivors are split train/validation by class with every
 duplicate group on one side, and weighted by the balancing plan. Written as one: the whole
 export is written into a new folder beside OUT and swapped in, so manifest.parquet, .csv and

@@ -18,6 +18,9 @@ from thresher.data.transforms import UserTransformError
 from thresher.errors import ThresherError
 from thresher.files import FileRefused, read_regular
 
+# How many samples in a row may fail the user's transform before the run is stopped.
+MAX_STAND_INS = 16
+
 
 class ImageDataset(torch.utils.data.Dataset):
     """Images by path from numpy arrays; `transform` maps a PIL image to a tensor."""
@@ -56,9 +59,15 @@ class ImageDataset(torch.utils.data.Dataset):
                 random.setstate(saved[1])
 
     def _transformed(self, index: int):
-        """(tensor, target); when the user's transform raises, the next sample stands in."""
-        for k in range(len(self.paths)):
-            i = (index + k) % len(self.paths)
+        """(tensor, target); when the user's transform raises, another sample stands in."""
+        # Past a run of failures the transform is broken, not an image: say so here, since no
+        # batch would ever complete for the skipped-samples guard to judge.
+        # Stand-ins are drawn across the manifest (seeded by the index, so a resume draws the
+        # same), not its next rows: a class-sorted manifest must not look all broken.
+        draw = random.Random(index)
+        tries = min(len(self.paths), MAX_STAND_INS)
+        for k in range(tries):
+            i = index if k == 0 else draw.randrange(len(self.paths))
             try:
                 # The sample that stood in for an unreadable file brings its own label.
                 view, j = self._load(i)
@@ -67,7 +76,11 @@ class ImageDataset(torch.utils.data.Dataset):
                 if self.skipped is None:
                     raise
                 self.skipped.record(self.paths[i].decode(errors="replace"), str(e))
-        raise RuntimeError("the user_transform raised on every sample of the manifest")
+        first = self.skipped.first if self.skipped is not None else ""
+        raise ThresherError(
+            f"the user_transform raised on {tries} samples in a row: {first}. "
+            "Fix the transform (or the files)"
+        )
 
     def _load(self, index: int) -> tuple:
         """(decoded view, row it came from): the row is `index` unless that file is unreadable."""

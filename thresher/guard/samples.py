@@ -25,6 +25,11 @@ class SkippedSamplesGuard(Hook):
         self.skipped, self.max_share, self.samples_per_step = skipped, max_share, samples_per_step
         self.reported = 0
         self.stopped = False
+        self.first_step = 0  # the count is this session's: so are the samples it is judged on
+
+    def start(self, state) -> Verdict:
+        self.first_step = state.step
+        return Verdict()
 
     def on_timer(self, state) -> Verdict:
         n = self.skipped.count
@@ -35,7 +40,7 @@ class SkippedSamplesGuard(Hook):
             events.append(Event("sample_skipped", f"{self.skipped.first}; the sample is skipped "
                                 "(the next one stands in) and counted", local=True))  # fmt: skip
         self.reported = n
-        drawn = max(state.step * self.samples_per_step, self.samples_per_step)
+        drawn = max((state.step - self.first_step) * self.samples_per_step, self.samples_per_step)
         share = n / drawn
         if share <= self.max_share:
             return Verdict("go", events)

@@ -118,6 +118,7 @@ def train(
                     p.opt.zero_grad(set_to_none=True)
                     _act(v, state, p, rec)
                     continue
+                finish |= _act(v, state, p, rec)  # its events, and a finish or a pause
                 p.scaler.step(p.opt)
                 p.scaler.update()
                 p.opt.zero_grad(set_to_none=True)
@@ -168,8 +169,10 @@ def train(
                         _save(state, p, hooks, rec)
                     else:
                         _act(v, state, p, rec)
-                v = combine([h.on_timer(state) for h in hooks])
-                if v.action == "recycle" and r.workers > 0:
+                timer = [h.on_timer(state) for h in hooks]
+                v = combine(timer)
+                # Any hook's recycle is done, even when another asks for more (a pause).
+                if any(t.action == "recycle" for t in timer) and r.workers > 0:
                     stream.close()  # the workers exit; new ones start where the stream was
                     stream = _batches(p, state)
                     v.events.append(Event("recycle_workers", f"DataLoader workers restarted at "
@@ -180,6 +183,7 @@ def train(
             rec.summary.stopped_by = e.reason
             rec.event(state, Event("stop", e.reason))
         finally:
+            stream.close()  # the DataLoader workers exit now, even when an error ends the run
             rec.bar.close()
             for h in hooks:
                 h.close()
@@ -270,10 +274,17 @@ def _batches(p: Parts, state: RunState):
     while True:
         p.sampler.set_epoch(state.epoch, state.position)
         start, drawn = state.position, 0
-        for x, y in torch.utils.data.DataLoader(p.train_ds, sampler=p.sampler, **args):
-            state.position += len(y)
-            drawn += 1
-            yield x, y
+        batches = iter(torch.utils.data.DataLoader(p.train_ds, sampler=p.sampler, **args))
+        try:
+            for x, y in batches:
+                state.position += len(y)
+                drawn += 1
+                yield x, y
+        finally:
+            # The workers ignore SIGTERM (the main process checkpoints on it), so they are shut
+            # down here: an error's traceback would keep them alive, and the exit would wait
+            # on them forever.
+            getattr(batches, "_shutdown_workers", lambda: None)()
         if drawn == 0 and start == 0:
             raise ThresherError(
                 f"an epoch of this manifest holds no full batch of {r.batch_size}: its "
@@ -312,7 +323,8 @@ def _resume(state: RunState, p: Parts, hooks: list[Hook], rec: _Recorder) -> Non
     for h in hooks:
         if h.name in saved:
             h.load_state_dict(saved[h.name])
-    metrics.truncate_after(rec.metrics_path, state.step)
+    if p.ranks.main:  # rank 0 alone writes metrics.jsonl
+        metrics.truncate_after(rec.metrics_path, state.step)
     rec.summary.resumed_from = state.step
     rec.event(state, Event("resume", f"resumed {rec.out} at step {state.step} (epoch "
                            f"{state.epoch}, sample {state.position})"))  # fmt: skip
