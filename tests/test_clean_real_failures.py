@@ -184,3 +184,29 @@ def test_issue_rows_are_typed_and_read_by_name(tmp_path):
     assert {r.issue for r in rows} == {"exact_duplicate"} and sum(r.keep for r in rows) == 1
     assert len({r.grp for r in rows}) == 1 and all(r.issue in ACTIONS for r in rows)
     assert summary.by_issue == {"exact_duplicate": 1} and summary.confidence["exact_duplicate"] == 1
+
+
+def test_a_lossless_edit_of_the_kept_copy_goes_to_a_person_not_the_bin():
+    # Group 0: row 0 kept (PNG 576x576); row 1 another PNG of the same size with other pixels
+    # (an expression variant, a revision: an edit); row 2 its JPEG re-encode; row 3 a PNG
+    # resized copy; row 4 a byte twin of the kept one. Only row 1 is an edit.
+    r = dup.DuplicateResult(
+        group=np.array([0, 0, 0, 0, 0, -1]),
+        keep=np.array([True, False, False, False, False, False]),
+        exact=np.array([True, False, False, False, True, False]),
+        confidence=np.ones(6, np.float32),
+        keep_row=np.array([0, 0, 0, 0, 0, -1]),
+    )
+    lossless = np.array([True, True, False, True, True, True])
+    w = np.array([576.0, 576, 576, 288, 576, 576])
+    edit = dup.edits_of_kept(r, lossless, w, w.copy())
+    assert edit.tolist() == [False, True, False, False, False, False]
+
+
+def test_near_duplicate_edits_are_reviewed_and_made_copies_dropped():
+    from thresher.issue_model import ACTIONS, DUPLICATE_KINDS, GROUP_KINDS, removes
+
+    assert removes("near_duplicate", keep=False)  # precision 1.0 on the real bench
+    assert ACTIONS["near_duplicate_edit"] == "review"
+    assert not removes("near_duplicate_edit", keep=False)
+    assert "near_duplicate_edit" in DUPLICATE_KINDS and "near_duplicate_edit" in GROUP_KINDS

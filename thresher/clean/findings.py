@@ -175,11 +175,19 @@ def detect_duplicates(x: Inputs) -> list[Found]:
     d = dup.find_duplicates(exact_key, signals, real_px, bpp, eligible, lossless)
     x.duplicates = d
     in_group = d.group >= 0
+    # Copies edited by someone (lossless, same size, other pixels) are often other pictures:
+    # only those go to a person; the rest are copies made from the kept one.
+    edit = dup.edits_of_kept(d, lossless, w, h)
     reason = np.where(d.keep, "kept copy", "copy of the kept one").astype(object)
     reason[d.exact & ~d.keep] = "same pixels as the kept copy"
+    reason[edit] = "an edit of the kept copy (same size, other pixels): a variant or a copy?"
     out = [
         Found.where(kind, in_group & mask, d.confidence, group=d.group, keep=d.keep, reason=reason)
-        for kind, mask in (("exact_duplicate", d.exact), ("near_duplicate", ~d.exact))
+        for kind, mask in (
+            ("exact_duplicate", d.exact),
+            ("near_duplicate", ~d.exact & ~edit),
+            ("near_duplicate_edit", edit),
+        )
     ]
     # Copies filed under different labels: the labels conflict, a person should decide.
     labels = x.labels
