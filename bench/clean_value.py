@@ -7,8 +7,9 @@ The crawl is bench/clean_data.py's clip art (six classes, 10% wrong labels, one 
 30 times, a few more copied 3 times, colour variants); the test set is clip art of the same
 classes that never appears in the crawl (bench/clean_data.build_testset). Arms:
 - raw: every clip-art file with its given label;
-- thresher: what `thresher export` keeps with the default actions (nothing reviewed), and with
-  the policy `actions: {near_duplicate: keep one}` (copies dropped, as before the 0.95 bar);
+- thresher: what `thresher export` keeps with the default actions (nothing reviewed: the edits
+  of a kept copy, near_duplicate_edit, stay), and with the policy
+  `actions: {near_duplicate_edit: keep one}` (every near-duplicate copy dropped);
 - peer: a size rule (short side < 512 dropped) + imagehash pHash dedup (Hamming <= 10, first
   file of each group kept) + cleanlab's find_label_issues on the same embeddings (dropped);
 - truth: the original drawings with their true labels (copies out, wrong labels fixed).
@@ -73,10 +74,10 @@ def arms(d: Path) -> tuple[dict, np.ndarray, dict]:
     out = {"raw": (np.nonzero(clip)[0], given)}
 
     row_of = {int(i): k for k, i in enumerate(c["id"])}
-    # The defaults, and the one-line policy `actions: {near_duplicate: keep one}` on top.
+    # The defaults, and the one-line policy `actions: {near_duplicate_edit: keep one}` on top.
     for name, actions in (
         ("thresher (defaults)", ACTIONS),
-        ("thresher, near_duplicate: keep one", {**ACTIONS, "near_duplicate": "keep one"}),
+        ("thresher, near_duplicate_edit: keep one", {**ACTIONS, "near_duplicate_edit": "keep one"}),
     ):
         removed = np.zeros(len(paths), bool)
         for r in records:

@@ -184,3 +184,90 @@ def test_issue_rows_are_typed_and_read_by_name(tmp_path):
     assert {r.issue for r in rows} == {"exact_duplicate"} and sum(r.keep for r in rows) == 1
     assert len({r.grp for r in rows}) == 1 and all(r.issue in ACTIONS for r in rows)
     assert summary.by_issue == {"exact_duplicate": 1} and summary.confidence["exact_duplicate"] == 1
+
+
+def test_a_lossless_edit_of_the_kept_copy_goes_to_a_person_not_the_bin():
+    # Group 0: row 0 kept (PNG 576x576); row 1 another PNG of the same size with other pixels
+    # (an expression variant, a revision: an edit); row 2 its JPEG re-encode; row 3 a PNG
+    # resized copy; row 4 a byte twin of the kept one. Only row 1 is an edit.
+    r = dup.DuplicateResult(
+        group=np.array([0, 0, 0, 0, 0, -1]),
+        keep=np.array([True, False, False, False, False, False]),
+        exact=np.array([True, False, False, False, True, False]),
+        confidence=np.ones(6, np.float32),
+        keep_row=np.array([0, 0, 0, 0, 0, -1]),
+    )
+    lossless = np.array([True, True, False, True, True, True])
+    w = np.array([576.0, 576, 576, 288, 576, 576])
+    edit = dup.edits_of_kept(r, lossless, w, w.copy())
+    assert edit.tolist() == [False, True, False, False, False, False]
+
+
+def test_near_duplicate_edits_are_reviewed_and_made_copies_dropped():
+    from thresher.issue_model import ACTIONS, DUPLICATE_KINDS, GROUP_KINDS, removes
+
+    assert removes("near_duplicate", keep=False)  # precision 1.0 on the real bench
+    assert ACTIONS["near_duplicate_edit"] == "review"
+    assert not removes("near_duplicate_edit", keep=False)
+    assert "near_duplicate_edit" in DUPLICATE_KINDS and "near_duplicate_edit" in GROUP_KINDS
+
+
+def test_copies_of_a_mislabelled_picture_do_not_vouch_for_its_label():
+    # A picture filed 6 times under the wrong label (class 1) inside class 0's cluster: its own
+    # copies outvote the other pictures unless the duplicate group is left out of the vote.
+    from thresher.clean import label_issues as li
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    x = np.concatenate(
+        [
+            centres[0] + 0.05 * rng.normal(size=(20, 3)),
+            centres[1] + 0.05 * rng.normal(size=(20, 3)),
+            np.repeat(centres[:1] + 0.001, 6, axis=0),
+        ]
+    )
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    y = np.r_[np.zeros(20, int), np.ones(20, int), np.ones(6, int)]
+    groups = np.r_[np.full(40, -1), np.zeros(6, int)]
+    blind = li.knn_probs(x, y, 2, k=5)
+    aware = li.knn_probs(x, y, 2, k=5, groups=groups)
+    assert blind[40:, 1].min() > 0.9  # its five nearest are its own copies
+    assert aware[40:, 0].min() > 0.9  # the other pictures say class 0
+    fold_probs = li.probe_probs(x, y, 2, groups=groups)
+    assert fold_probs[40:, 0].min() > 0.5  # no fold taught its own copies' label
+
+
+def test_a_label_question_on_a_file_clean_removes_is_not_queued():
+    # A drawing and its JPEG copy, both filed under the wrong class: the copy is dropped as a
+    # copy, so only the kept file may take a place in the review queue.
+    from thresher.clean.findings import Inputs, queue_files
+    from thresher.clean.label_issues import LabelResult
+    from thresher.issue_model import Found
+
+    n = 6
+    group = np.array([0, 0, -1, -1, -1, -1])
+    d = dup.DuplicateResult(
+        group=group,
+        keep=np.array([True, False, False, False, False, False]),
+        exact=np.zeros(n, bool),
+        confidence=np.array([0, 0.99, 0, 0, 0, 0], np.float32),
+        keep_row=np.array([0, 0, -1, -1, -1, -1]),
+    )
+    wrong = np.array([True, True, False, False, False, False])
+    none = np.zeros(n, bool)
+    found = [
+        Found.where("upscaled", none, np.zeros(n)),
+        Found.where("blank", none, np.zeros(n)),
+        Found.where("near_duplicate", group >= 0, d.confidence, group=group, keep=d.keep),
+        Found.where("label_error", wrong, np.full(n, 0.8)),
+    ]
+    probs = np.where(wrong[:, None], [[0.2, 0.8]], [[0.9, 0.1]]).astype(np.float32)
+    y = np.zeros(n, int)
+    le = LabelResult(wrong, np.where(wrong, 0.8, 0.0), np.where(wrong, 1, -1), probs)
+    c = {"id": np.arange(n), "label": np.array(["a"] * n, dtype=object)}
+    th = CleanThresholds(review_fraction=0.5)
+    x = Inputs(c, th, np.ones(n, bool), None, duplicates=d, blank=none)
+    x.label_probs = (np.arange(n), ["a", "b"], y, le)
+    in_queue, _ = queue_files(x, found)
+    assert in_queue[0] > 0  # the kept file's label is a real question
+    assert in_queue[1] == 0  # its copy goes anyway

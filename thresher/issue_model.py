@@ -30,11 +30,14 @@ ACTIONS: dict[str, str] = {
     "upscaled": "drop",
     "blank": "drop",
     "exact_duplicate": "keep one",
-    # A person decides which copies go: 0.86 of the copies it flags are real copies on the
-    # real bench; the rest are expression variants of one small drawing (emoji faces) and
-    # revisions of one drawing, which the whole-image hashes and embeddings see as one.
+    # Copies made from the kept one (re-encoded, resized, cropped, watermarked): on the real
+    # bench every one of them is a real copy.
+    "near_duplicate": "keep one",
+    # A copy edited by someone (lossless, same size, other pixels: clean/duplicates.py
+    # edits_of_kept): expression variants of emoji faces, revisions of one drawing, a sign
+    # re-used with another symbol; the hashes and embeddings see one picture. A person decides.
     # Export keeps a group on one side of the split either way.
-    "near_duplicate": "review",
+    "near_duplicate_edit": "review",
     # A person decides (first in the review queue): on real clip art the flags are right about
     # a third of the time (classes the backbone finds close), and dropping them all threw away
     # more good files than bad. The suggested label is the detector's second guess.
@@ -51,14 +54,15 @@ BENCH_PRECISION: dict[str, float] = {
     "upscaled": 0.97,
     "blank": 1.0,
     "exact_duplicate": 1.0,
-    "near_duplicate": 0.86,
-    "label_error": 0.27,
+    "near_duplicate": 1.0,
+    "near_duplicate_edit": 0.14,
+    "label_error": 0.28,
 }
 
 # Kinds whose `grp` is a duplicate group (label_conflict reuses the group of its copies):
 # export keeps a group on one side of the split, review shows the group as evidence.
-GROUP_KINDS = ("exact_duplicate", "near_duplicate", "label_conflict")
-DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate")
+GROUP_KINDS = ("exact_duplicate", "near_duplicate", "near_duplicate_edit", "label_conflict")
+DUPLICATE_KINDS = ("exact_duplicate", "near_duplicate", "near_duplicate_edit")
 
 
 class IssueRecord(NamedTuple):

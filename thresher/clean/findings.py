@@ -175,11 +175,19 @@ def detect_duplicates(x: Inputs) -> list[Found]:
     d = dup.find_duplicates(exact_key, signals, real_px, bpp, eligible, lossless)
     x.duplicates = d
     in_group = d.group >= 0
+    # Copies edited by someone (lossless, same size, other pixels) are often other pictures:
+    # only those go to a person; the rest are copies made from the kept one.
+    edit = dup.edits_of_kept(d, lossless, w, h)
     reason = np.where(d.keep, "kept copy", "copy of the kept one").astype(object)
     reason[d.exact & ~d.keep] = "same pixels as the kept copy"
+    reason[edit] = "an edit of the kept copy (same size, other pixels): a variant or a copy?"
     out = [
         Found.where(kind, in_group & mask, d.confidence, group=d.group, keep=d.keep, reason=reason)
-        for kind, mask in (("exact_duplicate", d.exact), ("near_duplicate", ~d.exact))
+        for kind, mask in (
+            ("exact_duplicate", d.exact),
+            ("near_duplicate", ~d.exact & ~edit),
+            ("near_duplicate_edit", edit),
+        )
     ]
     # Copies filed under different labels: the labels conflict, a person should decide.
     labels = x.labels
@@ -223,7 +231,9 @@ def detect_label_errors(x: Inputs) -> list[Found]:
     rows = np.nonzero(labelled)[0]
     y = np.searchsorted(classes, labels[rows].astype(str))
     sub = EmbeddingRows(x.mm, x.c["id"][rows])
-    le = label_errors(sub, y, len(classes), k=x.th.label_error_neighbours)
+    # Copies of one picture carry one label: they must not vouch for each other.
+    groups = None if x.duplicates is None else x.duplicates.group[rows]
+    le = label_errors(sub, y, len(classes), k=x.th.label_error_neighbours, groups=groups)
     x.label_probs = (rows, classes, y, le)
     flagged = np.zeros(x.n, dtype=bool)
     flagged[rows[le.is_issue]] = True
@@ -313,10 +323,17 @@ def queue_files(x: Inputs, found: list[Found]) -> tuple[np.ndarray, Found | None
     the queue adds (files no detector flagged, whose label the views split on)."""
     n = x.n
     by_kind = {f.kind: f for f in found}
+    # A label question on a file another rule removes by default (a copy of the kept one, a
+    # blank) changes nothing: those files stay out of the label sources.
+    settled = np.zeros(n, bool)
+    for f in found:
+        keep = np.zeros(len(f.rows), bool) if f.keep is None else f.keep.astype(bool)
+        settled[f.rows[[removes(f.kind, bool(k)) for k in keep]]] = True
     cand: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for kind in ("label_error", "label_conflict"):
         if kind in by_kind and len(by_kind[kind].rows):
-            cand[kind] = (by_kind[kind].rows, by_kind[kind].confidence)
+            f, live = by_kind[kind], ~settled[by_kind[kind].rows]
+            cand[kind] = (f.rows[live], f.confidence[live])
     d = x.duplicates
     # A group may lose its picture when its kept copy is flagged by a rule that removes it.
     flagged_kept = np.zeros(n, bool)
@@ -347,7 +364,7 @@ def queue_files(x: Inputs, found: list[Found]) -> tuple[np.ndarray, Found | None
         near_miss[rows] = np.where(
             le.is_issue, 0.0, review_queue.label_doubt(le.probs, y, le.is_issue)
         )
-        near_miss[flagged] = 0.0
+        near_miss[flagged | settled] = 0.0
         borderline["doubtful_label"] = near_miss
         top_other = le.probs.copy()
         top_other[np.arange(len(y)), y] = -1

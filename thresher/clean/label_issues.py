@@ -48,13 +48,24 @@ def probe_probs(
     folds: int = 5,
     max_train: int = 50_000,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Out-of-fold class probabilities from a logistic-regression probe on the embeddings."""
+    """Out-of-fold class probabilities from a logistic-regression probe on the embeddings.
+
+    `groups` (-1 = none): copies of one picture share a fold, so a copy's label is never
+    taught to the probe that judges its twin.
+    """
     from sklearn.linear_model import LogisticRegression
 
     n = len(labels)
     rng = np.random.default_rng(seed)
     fold = rng.permutation(n) % folds
+    if groups is not None:
+        g = np.asarray(groups)
+        member = np.nonzero(g >= 0)[0]
+        if len(member):
+            ids, first = np.unique(g[member], return_index=True)
+            fold[member] = fold[member[first]][np.searchsorted(ids, g[member])]
     out = np.zeros((n, n_classes), dtype=np.float32)
     for f in range(folds):
         train = np.nonzero(fold != f)[0]
@@ -100,18 +111,36 @@ def knn_index(embeddings, seed: int = 0):
 
 
 def knn_probs(
-    embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int = 10, seed: int = 0
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    k: int = 10,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ):
-    """Similarity-weighted vote of each row's k nearest neighbours (itself excluded)."""
+    """Similarity-weighted vote of each row's k nearest neighbours (itself excluded).
+
+    `groups` (-1 = none): copies of the row's own picture do not vote (they carry the same
+    label, right or wrong, and would outvote the other pictures); k more are searched for them.
+    """
     n = len(labels)
     index = knn_index(embeddings, seed)
-    kk = min(k + 1, n)
+    g = None if groups is None else np.asarray(groups)
+    extra = 0
+    if g is not None and (g >= 0).any():
+        extra = int(np.bincount(g[g >= 0]).max()) - 1
+    kk = min(k + 1 + extra, n)
     out = np.zeros((n, n_classes), dtype=np.float32)
     for s in range(0, n, _BATCH):
         q = np.arange(s, min(n, s + _BATCH))
         sims, ids = index.search(_rows(embeddings, q), kk)
         # Leave the image out; IVF may return -1 where a list ran short.
         w = np.where((ids == q[:, None]) | (ids < 0), 0.0, np.maximum(sims, 0.0))
+        if g is not None:
+            gn = g[np.maximum(ids, 0)]
+            w = np.where((gn >= 0) & (gn == g[q][:, None]), 0.0, w)
+            # Only the k nearest of the other pictures vote.
+            w = np.where(np.cumsum(w > 0, axis=1) <= k, w, 0.0)
         np.add.at(out, (np.repeat(q, kk), labels[np.maximum(ids, 0).ravel()]), w.ravel())
     out += 1e-3  # a little prior: no row is certain from ten neighbours
     return out / out.sum(axis=1, keepdims=True)
@@ -177,11 +206,16 @@ def label_errors(
     k: int = 10,
     seed: int = 0,
     filter_by: str = "prune_by_noise_rate",
+    groups: np.ndarray | None = None,
 ) -> LabelResult:
-    """The three views above, combined: what `thresher clean` runs."""
+    """The three views above, combined: what `thresher clean` runs.
+
+    `groups`: duplicate group per row (-1 = none); copies of one picture do not vouch for
+    each other's label.
+    """
     views = [
-        probe_probs(embeddings, labels, n_classes, seed=seed),
-        knn_probs(embeddings, labels, n_classes, k=k),
+        probe_probs(embeddings, labels, n_classes, seed=seed, groups=groups),
+        knn_probs(embeddings, labels, n_classes, k=k, groups=groups),
         centroid_probs(embeddings, labels, n_classes),
     ]
     return find_label_errors(labels, views, filter_by)
