@@ -6,6 +6,7 @@ Every command is a function of the `thresher` package too; see thresher/__init__
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -155,10 +156,58 @@ def clean(
     from thresher.config import CleanThresholds, load_yaml
 
     th = load_yaml(config, CleanThresholds) if config else None
-    s = run_clean(workspace, th, log=lambda m: err.print(m, markup=False, highlight=False))
+    with _stages(["find issues", "write the report"] if report else ["find issues"]) as step:
+        step(0)
+        s = run_clean(workspace, th, log=lambda m: err.print(m, markup=False, highlight=False))
+        if report:
+            step(1)
+            page = html_report(workspace, progress=lambda done, total: step(1, done, total))
     _print_clean(s)
     if report:
-        out.print(f"report: {html_report(workspace)}")
+        out.print(f"report: {page}")
+
+
+@contextmanager
+def _stages(names: list[str]):
+    """A rich progress bar over a command's stages (on stderr, silent when not a terminal).
+
+    Yields step(stage, done=None, total=None): start a stage, or move its own bar.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    )
+    tasks = [
+        bar.add_task(f"clean {i + 1}/{len(names)}: {n}", total=None, start=False)
+        for i, n in enumerate(names)
+    ]
+
+    def step(stage: int, done: int | None = None, total: int | None = None) -> None:
+        for earlier in tasks[:stage]:
+            bar.update(earlier, total=1, completed=1)
+        bar.start_task(tasks[stage])
+        if total is not None:
+            bar.update(tasks[stage], total=total, completed=done)
+
+    with bar:
+        yield step
+        for t in tasks:
+            bar.update(t, total=1, completed=1)
 
 
 @app.command()
