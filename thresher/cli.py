@@ -34,6 +34,20 @@ WORKSPACE_HELP = (
 Workspace = typer.Option(
     DEFAULT_WORKSPACE, "--workspace", "-w", envvar="THRESHER_WORKSPACE", help=WORKSPACE_HELP
 )
+# The commands after scan read a workspace and rightly refuse one that is not there.
+ExistingWorkspace = typer.Option(
+    DEFAULT_WORKSPACE,
+    "--workspace",
+    "-w",
+    envvar="THRESHER_WORKSPACE",
+    help="Workspace folder made by `thresher scan` (catalog.sqlite, embeddings.npy). "
+    "Default: ./thresher-ws, or $THRESHER_WORKSPACE.",
+)
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 duplicate group', '3 duplicate groups'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @app.command()
@@ -54,7 +68,7 @@ def scan(
     engine: str = typer.Option(
         "local",
         help="local: processes on this machine. ray: the decode/hash/embed stage on a Ray "
-        "cluster (pip install 'thresher[ray]'; every node must see SOURCE at the same path); "
+        "cluster (pip install 'thresher\\[ray]'; every node must see SOURCE at the same path); "
         "the same catalog either way.",
     ),
     address: str = typer.Option(
@@ -142,7 +156,7 @@ def demo(
 
 @app.command()
 def clean(
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
     config: Path = typer.Option(
         None,
         help="YAML file overriding clean thresholds (keys: see thresher/config.py "
@@ -212,7 +226,7 @@ def _stages(names: list[str]):
 
 @app.command()
 def review(
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
     port: int = typer.Option(
         8765, min=0, max=65535, help="Port to listen on; 0 picks a free one."
     ),
@@ -250,7 +264,7 @@ def export(
     out_dir: Path = typer.Option(
         ..., "--out", help="Folder for manifest.parquet/.csv, export.json."
     ),
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
     policy: Path = typer.Option(
         None,
         help="YAML overriding the export policy (thresher/config.py ExportPolicy), e.g. "
@@ -394,15 +408,18 @@ def doctor(
         out.print(t)
     for p in rep.problems:
         out.print(f"problem: {p}", markup=False)
+    for w in rep.warnings:
+        out.print(f"warning: {w}", markup=False)
     if rep.problems:
         raise typer.Exit(1)
-    out.print("no problem found")
+    n = len(rep.warnings)
+    out.print(f"no problem found, {n} warning{'' if n == 1 else 's'}" if n else "no problem found")
 
 
 @app.command()
 def issues(
     out_file: Path = typer.Option(..., "--out", help="Where to write: FILE.csv or FILE.parquet."),
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
 ) -> None:
     """Write the issue table (one row per file and issue) as CSV or Parquet."""
     from thresher.clean.report import write_issues
@@ -574,7 +591,8 @@ def _print_clean(s) -> None:
     out.print(t)
     out.print(
         f"{100 * s.flagged_share:.1f}% of files flagged ({s.flagged} of {s.files}); "
-        f"{s.duplicate_groups} duplicate groups; {s.review} files in the review queue; "
+        f"{plural(s.duplicate_groups, 'duplicate group')}; "
+        f"{plural(s.review, 'file')} in the review queue; "
         f"class imbalance {s.imbalance_before:.1f}:1 before, {s.imbalance_after:.1f}:1 after "
         "cleaning"
     )
