@@ -198,8 +198,7 @@ def export(
             + ("" if len(thin) <= 5 else ", ...")
             + "): their validation accuracy is noise; gather more, or raise val_fraction"
         )
-        s.notes.append(note)
-        log(note)
+        s.notes.append(note)  # said once the export is written, with the other notes
     s.plan = imbalance.balancing_plan(s.counts_train, policy.oversample_factor, policy.target_share)
     weight = np.where(is_val, 1.0, np.array([s.plan.get(x, 1.0) for x in lab]))
     s.exported = len(rows)
