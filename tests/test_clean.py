@@ -189,3 +189,39 @@ def test_same_pixels_in_other_bytes_are_exact_duplicates(tmp_path):
     t = pq.read_table(write_issues_tmp(ws)).to_pydict()
     exact = {p for p, i in zip(t["path"], t["issue"], strict=True) if i == "exact_duplicate"}
     assert exact == {"circle/a.png", "circle/b.bmp", "circle/c.png"}
+
+
+def _report_data(html: str) -> dict:
+    import base64
+    import gzip
+    import json
+    import re
+
+    packed = re.search(r"<script type=application/octet-stream id=data>([^<]*)</script>", html)
+    return json.loads(gzip.decompress(base64.b64decode(packed.group(1))))
+
+
+def test_html_report_holds_every_finding_with_its_action_and_reason(cleaned):
+    from thresher.catalog import Catalog
+
+    ws, _ = cleaned
+    html = html_report(ws).read_text()
+    d = _report_data(html)
+    with Catalog(ws, create=False) as cat:
+        rows = cat.issues()
+    cols, t = d["cols"], d["tables"]
+    assert len(cols["id"]) == len(rows)  # every finding, not the first few per issue
+    kinds = [t["issue"][i] for i in cols["issue"]]
+    assert sorted(kinds) == sorted(r.issue for r in rows)
+    actions = {
+        t["issue"][i]: t["action"][a] for i, a in zip(cols["issue"], cols["action"], strict=True)
+    }
+    assert actions["corrupt"] == "drop" and actions["near_duplicate"].startswith("review")
+    corrupt = [
+        t["reason"][r]
+        for i, r in zip(cols["issue"], cols["reason"], strict=True)
+        if t["issue"][i] == "corrupt"
+    ]
+    assert corrupt and all(x.startswith("decode failed") for x in corrupt)  # the stored why
+    for word in ("showing", "f-issue", "f-label", "precision on real images"):
+        assert word in html

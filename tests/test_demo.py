@@ -48,6 +48,7 @@ def test_demo_command_finds_what_was_planted(mobilenet_weights, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "found vs planted" in r.stdout
+    assert (out / "workspace" / "report.html").is_file()  # as `thresher clean` writes it
     from thresher.catalog import Catalog
     from thresher.demo import compare_with_truth
 

@@ -6,6 +6,7 @@ Every command is a function of the `thresher` package too; see thresher/__init__
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -33,6 +34,20 @@ WORKSPACE_HELP = (
 Workspace = typer.Option(
     DEFAULT_WORKSPACE, "--workspace", "-w", envvar="THRESHER_WORKSPACE", help=WORKSPACE_HELP
 )
+# The commands after scan read a workspace and rightly refuse one that is not there.
+ExistingWorkspace = typer.Option(
+    DEFAULT_WORKSPACE,
+    "--workspace",
+    "-w",
+    envvar="THRESHER_WORKSPACE",
+    help="Workspace folder made by `thresher scan` (catalog.sqlite, embeddings.npy). "
+    "Default: ./thresher-ws, or $THRESHER_WORKSPACE.",
+)
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 duplicate group', '3 duplicate groups'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @app.command()
@@ -53,7 +68,7 @@ def scan(
     engine: str = typer.Option(
         "local",
         help="local: processes on this machine. ray: the decode/hash/embed stage on a Ray "
-        "cluster (pip install 'thresher[ray]'; every node must see SOURCE at the same path); "
+        "cluster (pip install 'thresher\\[ray]'; every node must see SOURCE at the same path); "
         "the same catalog either way.",
     ),
     address: str = typer.Option(
@@ -141,7 +156,7 @@ def demo(
 
 @app.command()
 def clean(
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
     config: Path = typer.Option(
         None,
         help="YAML file overriding clean thresholds (keys: see thresher/config.py "
@@ -155,15 +170,63 @@ def clean(
     from thresher.config import CleanThresholds, load_yaml
 
     th = load_yaml(config, CleanThresholds) if config else None
-    s = run_clean(workspace, th, log=lambda m: err.print(m, markup=False, highlight=False))
+    with _stages(["find issues", "write the report"] if report else ["find issues"]) as step:
+        step(0)
+        s = run_clean(workspace, th, log=lambda m: err.print(m, markup=False, highlight=False))
+        if report:
+            step(1)
+            page = html_report(workspace, progress=lambda done, total: step(1, done, total))
     _print_clean(s)
     if report:
-        out.print(f"report: {html_report(workspace)}")
+        out.print(f"report: {page}")
+
+
+@contextmanager
+def _stages(names: list[str]):
+    """A rich progress bar over a command's stages (on stderr, silent when not a terminal).
+
+    Yields step(stage, done=None, total=None): start a stage, or move its own bar.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    )
+    tasks = [
+        bar.add_task(f"clean {i + 1}/{len(names)}: {n}", total=None, start=False)
+        for i, n in enumerate(names)
+    ]
+
+    def step(stage: int, done: int | None = None, total: int | None = None) -> None:
+        for earlier in tasks[:stage]:
+            bar.update(earlier, total=1, completed=1)
+        bar.start_task(tasks[stage])
+        if total is not None:
+            bar.update(tasks[stage], total=total, completed=done)
+
+    with bar:
+        yield step
+        for t in tasks:
+            bar.update(t, total=1, completed=1)
 
 
 @app.command()
 def review(
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
     port: int = typer.Option(
         8765, min=0, max=65535, help="Port to listen on; 0 picks a free one."
     ),
@@ -201,7 +264,7 @@ def export(
     out_dir: Path = typer.Option(
         ..., "--out", help="Folder for manifest.parquet/.csv, export.json."
     ),
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
     policy: Path = typer.Option(
         None,
         help="YAML overriding the export policy (thresher/config.py ExportPolicy), e.g. "
@@ -340,15 +403,18 @@ def doctor(
         out.print(t)
     for p in rep.problems:
         out.print(f"problem: {p}", markup=False)
+    for w in rep.warnings:
+        out.print(f"warning: {w}", markup=False)
     if rep.problems:
         raise typer.Exit(1)
-    out.print("no problem found")
+    n = len(rep.warnings)
+    out.print(f"no problem found, {n} warning{'' if n == 1 else 's'}" if n else "no problem found")
 
 
 @app.command()
 def issues(
     out_file: Path = typer.Option(..., "--out", help="Where to write: FILE.csv or FILE.parquet."),
-    workspace: Path = Workspace,
+    workspace: Path = ExistingWorkspace,
 ) -> None:
     """Write the issue table (one row per file and issue) as CSV or Parquet."""
     from thresher.clean.report import write_issues
@@ -521,7 +587,8 @@ def _print_clean(s) -> None:
     out.print(t)
     out.print(
         f"{100 * s.flagged_share:.1f}% of files flagged ({s.flagged} of {s.files}); "
-        f"{s.duplicate_groups} duplicate groups; {s.review} files in the review queue; "
+        f"{plural(s.duplicate_groups, 'duplicate group')}; "
+        f"{plural(s.review, 'file')} in the review queue; "
         f"class imbalance {s.imbalance_before:.1f}:1 before, {s.imbalance_after:.1f}:1 after "
         "cleaning"
     )

@@ -459,7 +459,21 @@ def load_yaml(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ThresherError(f"{path}: {describe_validation_error(e)}") from None
+        raise ThresherError(f"{path}: {describe_validation_error(e, model)}") from None
+
+
+def _nearest_field(model: type[BaseModel], loc: tuple) -> str | None:
+    """The field of the (nested) model at `loc[:-1]` whose name is closest to `loc[-1]`."""
+    import difflib
+
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        inner = field and field.annotation
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return None
+        model = inner
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -477,13 +491,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def describe_validation_error(e: ValidationError) -> str:
-    """One line per problem, each naming the key: 'unknown key "lr_max"' or 'view_px: ...'."""
+def describe_validation_error(e: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line per problem, each naming the key: 'unknown key "lr_max"' or 'view_px: ...'.
+
+    With `model`, an unknown key gets the nearest field name: 'did you mean "max_lr"?'.
+    """
     parts = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         if err["type"] == "extra_forbidden":
-            parts.append(f'unknown key "{key}"')
+            near = _nearest_field(model, err["loc"]) if model else None
+            parts.append(f'unknown key "{key}"' + (f' (did you mean "{near}"?)' if near else ""))
         elif err["type"] == "value_error" and not err["loc"]:  # a model validator's own words
             parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:

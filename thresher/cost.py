@@ -220,5 +220,11 @@ def _table_watts(opt: CostOption) -> float:
 
 
 def format_hours(hours: float) -> str:
-    """'3.2 h', or '7.0 days' from 48 hours on."""
-    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
+    """'3.2 h'; '7.0 days' from 48 hours on; minutes and seconds under an hour (never '0.0 h')."""
+    if hours >= 48:
+        return f"{hours / 24:.1f} days"
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    if hours * 60 >= 1:
+        return f"{hours * 60:.0f} min"
+    return f"{max(hours * 3600, 1):.0f} s"

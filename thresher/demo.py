@@ -357,6 +357,7 @@ def demo(
     """
     from thresher.catalog import Catalog
     from thresher.clean.findings import clean
+    from thresher.clean.report import html_report
     from thresher.config import DEFAULT_EMBEDDER
     from thresher.scan.runner import scan
 
@@ -375,6 +376,7 @@ def demo(
         log=log,
     )
     cleaned = clean(out / "workspace", log=log)
+    html_report(out / "workspace")  # workspace/report.html, as `thresher clean` writes it
     with Catalog(out / "workspace", create=False) as cat:
         findings = compare_with_truth(cat, read_truth(out))
     return summary, cleaned, findings

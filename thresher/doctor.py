@@ -32,6 +32,7 @@ class DoctorReport:
     gpus: list[tuple[str, str, str]] = field(default_factory=list)
     pipeline: list[tuple[str, str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # not wrong, but worth knowing first
 
 
 def machine_rows(paths: list[Path]) -> list[tuple[str, str, str]]:
@@ -255,6 +256,15 @@ def doctor(
             rep.problems.append(
                 f"batch_size {recipe.batch_size} does not fit ({n} does): lower it and raise "
                 "grad_accum, or turn on grad_checkpointing"
+            )
+    if recipe is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            rep.warnings.append(
+                f"no CUDA GPU: {recipe.model} at {recipe.image_size} px will train on the CPU, "
+                "many times slower (`thresher cost --measure` times a step here); use a GPU, or "
+                "a small model (model: resnet18, image_size: 160) for a trial run"
             )
     if recipe is not None and data is not None:
         c = loader_check(recipe, Path(data))

@@ -31,6 +31,8 @@ from thresher.issue_model import ACTIONS, GROUP_KINDS
 from thresher.labels import label_problem
 
 MANIFEST = "manifest.parquet"
+# Under this many validation images, a class's validation accuracy moves in steps of 10%+.
+MIN_VAL_FILES = 10
 MANIFEST_CSV = "manifest.csv"
 SUMMARY = "export.json"
 IMAGEFOLDER = "imagefolder"
@@ -189,6 +191,15 @@ def export(
     s.classes = sorted(set(lab))
     s.counts_train = imbalance.class_counts(lab[~is_val])
     s.counts_val = imbalance.class_counts(lab[is_val])
+    thin = {k: s.counts_val.get(k, 0) for k in s.classes if s.counts_val.get(k, 0) < MIN_VAL_FILES}
+    if thin:
+        note = (
+            f"warning: {len(thin)} class(es) have under {MIN_VAL_FILES} validation images ("
+            + ", ".join(f"{k}: {v}" for k, v in sorted(thin.items(), key=lambda kv: kv[1])[:5])
+            + ("" if len(thin) <= 5 else ", ...")
+            + "): their validation accuracy is noise; gather more, or raise val_fraction"
+        )
+        s.notes.append(note)  # said once the export is written, with the other notes
     s.plan = imbalance.balancing_plan(s.counts_train, policy.oversample_factor, policy.target_share)
     weight = np.where(is_val, 1.0, np.array([s.plan.get(x, 1.0) for x in lab]))
     s.exported = len(rows)

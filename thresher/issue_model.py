@@ -123,3 +123,16 @@ def removes(kind: str, keep: bool, actions: dict[str, str] = ACTIONS) -> bool:
     """Whether export's action for this kind takes the file out of the dataset."""
     action = actions[kind]
     return action == "drop" or (action == "keep one" and not keep)
+
+
+def default_fate(issues, actions: dict[str, str] = ACTIONS) -> str | None:
+    """The issue kind whose default action takes a file out of the export, None if none does.
+
+    `issues` is the file's (kind, keep) pairs. What export does to a file nobody decided; the
+    review page says it ("if you do nothing: dropped as upscaled"). A plain drop names itself
+    before a "keep one" copy.
+    """
+    order = {k: i for i, k in enumerate(actions)}
+    out = [(actions[k] != "drop", order.get(k, len(order)), k) for k, keep in issues]
+    gone = [k for _, _, k in sorted(out) if removes(k, bool(dict(issues).get(k)), actions)]
+    return gone[0] if gone else None

@@ -7,15 +7,18 @@ exactly the columns of ISSUE_TABLE_COLUMNS.
 from __future__ import annotations
 
 import base64
+import gzip
 import html
 import io
+import json
+from importlib import resources
 from pathlib import Path
 
 from thresher.catalog import Catalog
 from thresher.config import DEFAULT_WORKSPACE
 from thresher.errors import ThresherError
 from thresher.files import FileRefused, read_regular, readable_name
-from thresher.issue_model import DUPLICATE_KINDS
+from thresher.issue_model import ACTIONS, BENCH_PRECISION, DUPLICATE_KINDS
 
 ISSUE_TABLE_COLUMNS = (
     "path",
@@ -78,13 +81,31 @@ def write_issues(out: Path | str, workspace: Path | str = DEFAULT_WORKSPACE) -> 
     return table.num_rows
 
 
+def finding_action(issue: str, keep: bool, decision: str | None, label: str | None) -> str:
+    """What export does with one finding, in words: a person's decision, else the default."""
+    if decision:
+        return f"decided: relabel to {label}" if decision == "relabel" else f"decided: {decision}"
+    action = ACTIONS[issue]
+    if action == "keep one":
+        return "keep (the kept copy)" if keep else "drop (a copy)"
+    return {"review": "review (kept until decided)"}.get(action, action)
+
+
 def html_report(
     workspace: Path | str = DEFAULT_WORKSPACE,
     out: Path | str | None = None,
     per_issue: int = 24,
     groups: int = 20,
+    progress=None,
 ) -> Path:
-    """A self-contained HTML report (thumbnails inline) of the last clean; returns its path."""
+    """A self-contained HTML report of the last clean, every finding browsable; returns its path.
+
+    One file that opens offline and stays small at 100,000 findings: the findings travel as
+    gzipped, column-wise JSON that a small inline script pages and filters (by issue and
+    class); thumbnails are inline only for the `per_issue` surest findings of each issue, the
+    rest load lazily from the files themselves (on the machine that holds them). `progress`,
+    if given, is called with (done, total) as the thumbnails are made.
+    """
     from thresher.scan.decode import DecodeIssue, decode
 
     workspace = Path(workspace)
@@ -95,81 +116,164 @@ def html_report(
         if summary is None:
             raise ThresherError(f"no issues in {workspace} yet: run `thresher clean` first")
         rows = cat.issues()
+        scanned = cat.columns(["id", "reason"], where="status != 'ok'")
     root = Path(source["root"])
+    scan_reason = dict(zip(scanned["id"].tolist(), scanned["reason"].tolist(), strict=True))
 
-    def thumb(path: str) -> str:
+    def thumb(path: str) -> str | None:
         try:
-            view = decode(read_regular(root / path), 128, 89_478_485).view
+            view = decode(read_regular(root / path), 256, 89_478_485).view
         except (FileRefused, DecodeIssue):
-            return '<div class="broken">no preview</div>'
-        view.thumbnail((160, 160))
+            return None
+        view.thumbnail((256, 256))
         buf = io.BytesIO()
-        view.save(buf, "JPEG", quality=80)
-        return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+        view.convert("RGB").save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
-    def card(path, label, extra, kept=False):
-        cls = "card kept" if kept else "card"
-        return (
-            f'<figure class="{cls}">{thumb(path)}<figcaption><b>{html.escape(readable_name(path))}'
-            f"</b><br>{html.escape(readable_name(str(label)))}{extra}</figcaption></figure>"
+    # Column-wise, with repeated strings as indices into small tables: a third of the bytes
+    # of one object per row, before gzip.
+    tables: dict[str, dict[str, int]] = {
+        k: {} for k in ("dir", "label", "issue", "action", "reason")
+    }
+
+    def ix(table: str, value) -> int:
+        if value is None:
+            return -1
+        t = tables[table]
+        return t.setdefault(readable_name(str(value)), len(t))
+
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "dir",
+            "name",
+            "label",
+            "issue",
+            "conf",
+            "group",
+            "keep",
+            "action",
+            "reason",
+            "suggested",
+            "id",
         )
+    }
+    for r in rows:
+        path = readable_name(r.path)
+        folder, _, name = path.rpartition("/")
+        reason = (
+            scan_reason.get(r.image_id) if r.reason and r.reason.startswith("scan status") else None
+        )
+        cols["dir"].append(ix("dir", folder))
+        cols["name"].append(name)
+        cols["label"].append(ix("label", r.label))
+        cols["issue"].append(ix("issue", r.issue))
+        cols["conf"].append(round(100 * float(r.confidence)))
+        cols["group"].append(-1 if r.grp is None else int(r.grp))
+        cols["keep"].append(int(bool(r.keep)))
+        cols["action"].append(
+            ix("action", finding_action(r.issue, bool(r.keep), r.decision, r.decided_label))
+        )
+        cols["reason"].append(ix("reason", reason or r.reason))
+        cols["suggested"].append(ix("label", r.suggested_label))
+        cols["id"].append(int(r.image_id))
 
+    # Inline thumbnails only for the galleries: the surest findings of each issue and the
+    # largest duplicate groups (what a reader opens first). The findings table reuses them
+    # and loads the rest lazily from the files.
     by_issue: dict[str, list] = {}
     for r in rows:
         by_issue.setdefault(r.issue, []).append(r)
-    parts = [
-        "<!doctype html><meta charset=utf-8><title>thresher clean report</title><style>",
-        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}h2{margin-top:2em}",
-        ".row{display:flex;flex-wrap:wrap;gap:10px}.card{width:170px;margin:0;padding:5px;",
-        "border:1px solid #ddd;border-radius:6px;background:#fafafa}.card img{max-width:160px}",
-        ".kept{border:3px solid #2a8f3c;background:#eefaf0}figcaption{font-size:11px;",
-        "word-break:break-all}.group{border-left:4px solid #888;padding-left:8px;margin:10px 0}",
-        "table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #eee;",
-        "text-align:left}.bar{background:#4a7fd4;height:12px;display:inline-block}",
-        ".broken{width:160px;height:100px;background:#eee}</style>",
-        f"<h1>thresher clean report</h1><p>{summary['files']} files, "
-        f"{summary['flagged']} flagged ({100 * summary['flagged'] / max(summary['files'], 1):.1f}%)"
-        f", {summary['review']} in the review queue.</p>",
-        "<table><tr><th>issue</th><th>files</th><th>share</th></tr>",
-    ]
-    for kind, count in summary["by_issue"].items():
-        parts.append(
-            f"<tr><td>{kind}</td><td>{count}</td>"
-            f"<td>{100 * count / max(summary['files'], 1):.1f}%</td></tr>"
-        )
-    parts.append(
-        "</table><h2>Classes before and after cleaning</h2><table>"
-        "<tr><th>class</th><th>before</th><th>after</th><th></th></tr>"
-    )
-    top = max(summary["counts_before"].values(), default=1)
-    for cls, before in summary["counts_before"].items():
-        after = summary["counts_after"].get(cls, 0)
-        parts.append(
-            f"<tr><td>{html.escape(cls)}</td><td>{before}</td><td>{after}</td><td>"
-            f'<span class="bar" style="width:{200 * after / top:.0f}px"></span></td></tr>'
-        )
-    parts.append("</table>")
-    dups = [r for k in DUPLICATE_KINDS for r in by_issue.get(k, [])]
-    if dups:
-        parts.append("<h2>Duplicate groups (kept copy framed in green)</h2>")
-        by_group: dict[int, list] = {}
-        for r in dups:
+    by_group: dict[int, list] = {}
+    for k in DUPLICATE_KINDS:
+        for r in by_issue.get(k, []):
             by_group.setdefault(r.grp, []).append(r)
-        for members in sorted(by_group.values(), key=len, reverse=True)[:groups]:
-            parts.append('<div class="group row">')
+    shown_groups = sorted(by_group.values(), key=len, reverse=True)[:groups]
+    surest = {
+        kind: sorted(items, key=lambda r: -r.confidence)[:per_issue]
+        for kind, items in by_issue.items()
+        if kind not in DUPLICATE_KINDS
+    }
+    picks = {r.image_id: r.path for m in [*shown_groups, *surest.values()] for r in m}
+    thumbs: dict[int, str | None] = {}
+    for k, (image_id, path) in enumerate(picks.items()):
+        thumbs[image_id] = thumb(path)
+        if progress:
+            progress(k + 1, len(picks))
+
+    def card(r, extra: str, kept: bool = False) -> str:
+        src = thumbs.get(r.image_id)
+        pic = (
+            f'<img src="{src}" data-id="{r.image_id}" alt="">'
+            if src
+            else '<div class="broken"></div>'
+        )
+        return (
+            f'<figure class="card{" kept" if kept else ""}">{pic}<figcaption><b>'
+            f"{html.escape(readable_name(r.path))}</b><br>"
+            f"{html.escape(readable_name(str(r.label)))}{extra}</figcaption></figure>"
+        )
+
+    gallery = []
+    if shown_groups:
+        gallery.append(
+            f"<h2>Duplicate groups: the {len(shown_groups)} largest of {len(by_group)} "
+            "(kept copy framed in green)</h2>"
+        )
+        for members in shown_groups:
+            gallery.append('<div class="group row">')
             for r in sorted(members, key=lambda r: -r.keep):
                 what = "<br><b>kept</b>" if r.keep else f"<br>{r.issue} {r.confidence:.2f}"
-                parts.append(card(r.path, r.label, what, kept=bool(r.keep)))
-            parts.append("</div>")
-    for kind, items in by_issue.items():
-        if kind in DUPLICATE_KINDS:
-            continue
-        worst = sorted(items, key=lambda r: -r.confidence)[:per_issue]
-        parts.append(f"<h2>{kind} ({len(items)})</h2><div class=row>")
+                gallery.append(card(r, what, kept=bool(r.keep)))
+            gallery.append("</div>")
+    for kind, worst in surest.items():
+        gallery.append(
+            f"<h2>{kind}: the {len(worst)} surest of {len(by_issue[kind])}</h2><div class=row>"
+        )
         for r in worst:
+            reason = scan_reason.get(r.image_id) or r.reason
             sugg = f"<br>suggested: {html.escape(r.suggested_label)}" if r.suggested_label else ""
-            reason = f"<br>{html.escape(r.reason)}" if r.reason else ""
-            parts.append(card(r.path, r.label, f"<br>confidence {r.confidence:.2f}{sugg}{reason}"))
-        parts.append("</div>")
-    out.write_text(readable_name("\n".join(parts)))  # a non-UTF-8 folder name, as \xNN
+            reason = f"<br>{html.escape(reason)}" if reason else ""
+            gallery.append(card(r, f"<br>confidence {r.confidence:.2f}{sugg}{reason}"))
+        gallery.append("</div>")
+
+    payload = {
+        "tables": {k: list(v) for k, v in tables.items()},
+        "cols": cols,
+        "root": root.resolve().as_uri() + "/",
+    }
+    packed = base64.b64encode(gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), 6))
+    files = max(summary["files"], 1)
+    issue_rows = []
+    for kind, count in sorted(summary["by_issue"].items(), key=lambda kv: -kv[1]):
+        conf = (summary.get("confidence") or {}).get(kind)
+        bench = BENCH_PRECISION.get(kind, 1.0 if ACTIONS[kind] == "drop" else None)
+        issue_rows.append(
+            f"<tr><td>{kind}</td><td>{count}</td><td>{100 * count / files:.1f}%</td>"
+            f"<td>{ACTIONS[kind]}</td><td>{'' if conf is None else f'{conf:.2f}'}</td>"
+            f"<td>{'' if bench is None else f'{bench:.2f}'}</td></tr>"
+        )
+    top = max(summary["counts_before"].values(), default=1)
+    class_rows = [
+        f"<tr><td>{html.escape(cls)}</td><td>{before}</td>"
+        f"<td>{summary['counts_after'].get(cls, 0)}</td><td><span class=bar style="
+        f'"width:{200 * summary["counts_after"].get(cls, 0) / top:.0f}px"></span></td></tr>'
+        for cls, before in summary["counts_before"].items()
+    ]
+    groups = summary.get("duplicate_groups", 0)
+    fields = {
+        "@FILES@": str(summary["files"]),
+        "@FLAGGED@": str(summary["flagged"]),
+        "@SHARE@": f"{100 * summary['flagged'] / files:.1f}",
+        "@GROUPS@": f"{groups} duplicate group{'' if groups == 1 else 's'}",
+        "@REVIEW@": str(summary["review"]),
+        "@ISSUES@": "".join(issue_rows),
+        "@CLASSES@": "".join(class_rows),
+        "@GALLERY@": "\n".join(gallery),
+        "@DATA@": packed.decode(),  # base64: nothing in it can close the script
+    }
+    page = resources.files("thresher.clean").joinpath("report_page.html").read_text()
+    for mark, value in fields.items():
+        page = page.replace(mark, value)
+    out.write_text(readable_name(page))  # a non-UTF-8 folder name, as \xNN
     return out

@@ -47,10 +47,23 @@ def load_manifest(data: Path | str, probe: bool = True) -> Manifest:
     import pyarrow.parquet as pq
 
     p = Path(data)
+    if not p.exists():
+        raise ThresherError(
+            f"--data {p}: no such folder or file (an export folder or a manifest: `thresher "
+            "export --out NEW_DIR` makes one)"
+        )
+    if p.is_dir() and not (p / "manifest.parquet").exists():
+        if any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir()):
+            # Class folders of images: the source, not an export. Exporting into it would mix
+            # the manifest into the crawl.
+            raise ThresherError(
+                f"{p} looks like an image folder, not an export: run `thresher scan {p}`, "
+                "`thresher clean` and `thresher export --out EXPORT_DIR` (a new folder), "
+                "then pass --data EXPORT_DIR"
+            )
+        raise ThresherError(f"no manifest.parquet in {p}: run `thresher export --out {p}` first")
     if p.is_dir():
         p = p / "manifest.parquet"
-    if not p.exists():
-        raise ThresherError(f"no manifest at {p}: run `thresher export --out {p.parent}` first")
     try:
         t = pq.read_table(p) if p.suffix != ".csv" else pacsv.read_csv(p)
     except Exception as e:  # pyarrow raises several types for a damaged file

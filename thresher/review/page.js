@@ -12,6 +12,8 @@ const state = {
   total: 0,
   decided: 0,
   busy: false,
+  zoom: null,     // null = fit to the stage; else screen px per file px (1 = 1:1)
+  group: null,    // the group view on screen: {group, members, differs, sel}
 };
 
 async function api(method, url, body) {
@@ -137,9 +139,52 @@ async function show(pos, done = false) {
   prefetch(state.pos);
 }
 
+// The picture at its real size (up to the server's 4096 px cap), so 1:1 shows every pixel.
+const fullSrc = (d) => `/api/images/${d.id}?size=${Math.min(4096, Math.max(32, d.width || 0, d.height || 0))}`;
+
+function fitScale(d) {
+  const img = $("image");
+  return d.width ? img.clientWidth / d.width : 1;
+}
+
+function setZoom(z, at) {
+  const d = state.detail;
+  if (!d) return;
+  const frame = $("frame"), img = $("image");
+  const before = state.zoom ?? fitScale(d);
+  state.zoom = z;
+  frame.classList.toggle("zoomed", z !== null);
+  img.style.width = z === null ? "" : `${Math.round((d.width || img.naturalWidth) * z)}px`;
+  if (z !== null && at) {
+    // Keep the point under the mouse where it was.
+    const k = z / before;
+    frame.scrollLeft = at.x * k - at.ox;
+    frame.scrollTop = at.y * k - at.oy;
+  }
+  showZoom();
+}
+
+function showZoom() {
+  const d = state.detail;
+  if (!d) return;
+  const z = state.zoom;
+  $("zoom-level").textContent = z === null
+    ? `fit ${Math.round(100 * Math.min(1, fitScale(d)))}%` : `${Math.round(100 * z)}%${z === 1 ? " (1:1)" : ""}`;
+}
+
+function zoomBy(factor) {
+  const d = state.detail;
+  const z = (state.zoom ?? fitScale(d)) * factor;
+  setZoom(Math.max(0.05, Math.min(16, z)));
+}
+
 function render(d) {
   const img = $("image");
-  img.src = `/api/images/${d.id}`;
+  state.zoom = null;
+  $("frame").classList.remove("zoomed");
+  img.style.width = "";
+  img.onload = showZoom;
+  img.src = fullSrc(d);
   img.alt = d.name;
   $("name").textContent = d.path;
   const kb = d.size_bytes ? `${(d.size_bytes / 1024).toFixed(0)} KB` : "";
@@ -147,6 +192,8 @@ function render(d) {
     .filter(Boolean).join(" · ");
   $("position").textContent = `${state.pos + 1} of ${state.items.length}`;
   $("label").textContent = d.label ?? "(no label)";
+  $("fate").textContent = `if you do nothing: ${d.fate}`;
+  $("btn-group").hidden = d.group === null || d.group === undefined;
   renderDecision(d);
 
   $("issues").replaceChildren(...d.issues.map((x) => {
@@ -172,11 +219,13 @@ function render(d) {
   $("evidence").replaceChildren(...d.evidence.items.map((n) => {
     const same = n.label === d.label;
     const sub = n.keep ? "kept copy" : n.similarity !== undefined
-      ? `similarity ${n.similarity.toFixed(2)}` : "copy";
+      ? `similarity ${n.similarity.toFixed(2)}` : n.same_pixels_as ? "exact copy" : "copy";
     const img = el("img", { src: `/api/images/${n.id}?size=240`, alt: n.label ?? "", loading: "lazy" });
-    return el("div", { class: "thumb" + (n.keep ? " kept" : ""), title: n.name ?? "" }, img,
+    const t = el("div", { class: "thumb" + (n.keep ? " kept" : ""), title: n.name ?? "" }, img,
       el("div", { class: "lbl" + (same ? " same" : ""), text: n.label ?? "(no label)" }),
       el("div", { class: "muted", text: sub }));
+    t.addEventListener("click", () => openLightbox(n.id, `${n.name ?? ""} · ${n.label ?? ""}`));
+    return t;
   }));
 }
 
@@ -221,13 +270,22 @@ async function undo() {
   if (!last) return toast("nothing to undo");
   state.busy = true;
   try {
-    const r = last.previous
-      ? await api("POST", "/api/decisions", { image_id: last.id, ...last.previous })
-      : await api("DELETE", `/api/decisions/${last.id}`);
-    const it = state.items.find((x) => x.id === last.id);
-    if (it) {
-      it.decision = last.previous ? last.previous.decision : null;
-      it.decided_label = last.previous ? last.previous.label : null;
+    let r;
+    if (last.group !== undefined) {
+      r = await api("POST", `/api/groups/${last.group}`, { action: "restore", previous: last.previous });
+      for (const p of last.previous) {
+        const it = state.items.find((x) => x.id === p.image_id);
+        if (it) { it.decision = p.decision; it.decided_label = p.label; }
+      }
+    } else {
+      r = last.previous
+        ? await api("POST", "/api/decisions", { image_id: last.id, ...last.previous })
+        : await api("DELETE", `/api/decisions/${last.id}`);
+      const it = state.items.find((x) => x.id === last.id);
+      if (it) {
+        it.decision = last.previous ? last.previous.decision : null;
+        it.decided_label = last.previous ? last.previous.label : null;
+      }
     }
     state.total = r.total;
     state.decided = r.decided;
@@ -238,6 +296,85 @@ async function undo() {
   } catch (e) {
     state.undo.push(last);
     toast(`undo failed: ${e.message}`, true);
+  } finally {
+    state.busy = false;
+  }
+}
+
+// -- large views: the lightbox and the duplicate group ---------------------------------------------
+
+function openLightbox(id, caption) {
+  $("lightbox-image").src = `/api/images/${id}?size=1600`;
+  $("lightbox-caption").textContent = caption;
+  $("lightbox").hidden = false;
+}
+
+function closeOverlays() {
+  if (!$("lightbox").hidden) { $("lightbox").hidden = true; return true; }
+  if (!$("group").hidden) { $("group").hidden = true; state.group = null; return true; }
+  return false;
+}
+
+const GROUP_FIELDS = [
+  ["size", (m) => m.width ? `${m.width}×${m.height}` : "?", ["width", "height"]],
+  ["real detail", (m) => m.effective_short_side ? `${m.effective_short_side} px short side` : "?", ["effective_short_side"]],
+  ["bytes", (m) => m.size_bytes ? `${(m.size_bytes / 1024).toFixed(1)} KB` : "?", ["size_bytes"]],
+  ["format", (m) => m.format ?? "?", ["format"]],
+  ["label", (m) => m.label ?? "(no label)", ["label"]],
+];
+
+async function openGroup() {
+  const d = state.detail;
+  if (!d || d.group === null || d.group === undefined) return toast("not in a duplicate group");
+  const g = await api("GET", `/api/groups/${d.group}`);
+  const sel = Math.max(0, g.members.findIndex((m) => m.id === d.id));
+  state.group = { ...g, sel };
+  $("group-title").textContent = `duplicate group: ${g.members.length} files, kept copy first`;
+  $("group-members").replaceChildren(...g.members.map((m, i) => {
+    const dl = el("dl");
+    for (const [name, fmt, keys] of GROUP_FIELDS) {
+      const differs = keys.some((k) => g.differs.includes(k));
+      dl.append(el("dt", { text: name }), el("dd", { class: differs ? "differs" : "", text: fmt(m) }));
+    }
+    const fate = m.decision ? `decided: ${describe(m.decision, m.decided_label)}` : `if you do nothing: ${m.fate}`;
+    dl.append(el("dt", { text: "fate" }), el("dd", { text: fate }));
+    // Every card has the same rows, so every picture gets the same box.
+    dl.append(el("dt", { text: "pixels" }), el("dd", { text: m.same_pixels_as ? `same as ${m.same_pixels_as}` : "its own" }));
+    const pic = el("div", { class: "pic" }, el("img", { src: `/api/images/${m.id}?size=800`, alt: m.name }));
+    pic.addEventListener("click", () => openLightbox(m.id, m.name));
+    const card = el("div", { class: "member", "data-id": String(m.id) },
+      el("div", { class: "name" }, el("kbd", { text: String(i + 1) }), ` ${m.name}${m.keep ? " · kept copy" : ""}`),
+      pic, dl);
+    card.addEventListener("click", () => selectMember(i));
+    return card;
+  }));
+  $("group").hidden = false;
+  selectMember(sel);
+}
+
+function selectMember(i) {
+  const g = state.group;
+  if (!g) return;
+  g.sel = Math.max(0, Math.min(i, g.members.length - 1));
+  [...$("group-members").children].forEach((c, j) => c.classList.toggle("selected", j === g.sel));
+}
+
+async function decideGroup(action) {
+  const g = state.group;
+  if (!g || state.busy) return;
+  state.busy = true;
+  try {
+    const body = { action };
+    if (action === "keep_one") body.image_id = g.members[g.sel].id;
+    const r = await api("POST", `/api/groups/${g.group}`, body);
+    state.undo.push({ group: g.group, previous: r.previous });
+    closeOverlays();
+    toast(action === "keep_one" ? `saved: kept ${g.members[g.sel].name}, dropped the rest`
+      : action === "not_copies" ? "saved: not copies, all kept" : "saved: dropped all");
+    for (const m of g.members) state.cache.delete(m.id);
+    await loadQueue(state.detail.id);
+  } catch (e) {
+    toast(`not saved: ${e.message}`, true);
   } finally {
     state.busy = false;
   }
@@ -261,8 +398,29 @@ document.addEventListener("keydown", (ev) => {
     return;
   }
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.key === "Escape") { closeOverlays(); return; }
+  if (!$("lightbox").hidden) { $("lightbox").hidden = true; return; }
+  if (state.group) {
+    const g = state.group;
+    if (ev.key === "k") decideGroup("keep_one");
+    else if (ev.key === "n") decideGroup("not_copies");
+    else if (ev.key === "D") decideGroup("drop_all");
+    else if (ev.key === "g") closeOverlays();
+    else if (ev.key === "ArrowRight") selectMember(g.sel + 1);
+    else if (ev.key === "ArrowLeft") selectMember(g.sel - 1);
+    else if (/^[1-9]$/.test(ev.key)) selectMember(Number(ev.key) - 1);
+    else if (ev.key === " ") openLightbox(g.members[g.sel].id, g.members[g.sel].name);
+    else return;
+    ev.preventDefault();
+    return;
+  }
   const d = state.detail;
-  if (ev.key === "k") decide("keep");
+  if (ev.key === "g") openGroup().catch((e) => toast(e.message, true));
+  else if (ev.key === "z") setZoom(state.zoom === null ? 1 : null);
+  else if (ev.key === "0") setZoom(null);
+  else if (ev.key === "+" || ev.key === "=") zoomBy(1.5);
+  else if (ev.key === "-") zoomBy(1 / 1.5);
+  else if (ev.key === "k") decide("keep");
   else if (ev.key === "d") decide("drop");
   else if (ev.key === "u") undo();
   else if (ev.key === "/") { ev.preventDefault(); openRelabel(); }
@@ -284,6 +442,45 @@ $("btn-keep").addEventListener("click", () => decide("keep"));
 $("btn-drop").addEventListener("click", () => decide("drop"));
 $("btn-other").addEventListener("click", openRelabel);
 $("btn-undo").addEventListener("click", undo);
+$("btn-group").addEventListener("click", () => openGroup().catch((e) => toast(e.message, true)));
+$("group-keep").addEventListener("click", () => decideGroup("keep_one"));
+$("group-not").addEventListener("click", () => decideGroup("not_copies"));
+$("group-drop-all").addEventListener("click", () => decideGroup("drop_all"));
+$("group-close").addEventListener("click", closeOverlays);
+$("lightbox").addEventListener("click", closeOverlays);
+
+// The mouse on the picture: a click toggles 1:1 at that point, the wheel zooms, a drag pans.
+const drag = { on: false, moved: 0, x: 0, y: 0 };
+$("frame").addEventListener("mousedown", (ev) => {
+  Object.assign(drag, { on: true, moved: 0, x: ev.clientX, y: ev.clientY });
+  ev.preventDefault();
+});
+window.addEventListener("mousemove", (ev) => {
+  if (!drag.on) return;
+  const frame = $("frame");
+  drag.moved += Math.abs(ev.clientX - drag.x) + Math.abs(ev.clientY - drag.y);
+  frame.scrollLeft -= ev.clientX - drag.x;
+  frame.scrollTop -= ev.clientY - drag.y;
+  frame.classList.toggle("dragging", drag.moved > 4);
+  drag.x = ev.clientX; drag.y = ev.clientY;
+});
+window.addEventListener("mouseup", () => { drag.on = false; $("frame").classList.remove("dragging"); });
+function pointAt(ev) {
+  const frame = $("frame"), r = $("image").getBoundingClientRect(), f = frame.getBoundingClientRect();
+  return { x: ev.clientX - r.left, y: ev.clientY - r.top, ox: ev.clientX - f.left, oy: ev.clientY - f.top };
+}
+$("frame").addEventListener("click", (ev) => {
+  if (drag.moved > 4) return;
+  setZoom(state.zoom === null ? 1 : null, pointAt(ev));
+});
+$("frame").addEventListener("wheel", (ev) => {
+  ev.preventDefault();
+  const d = state.detail;
+  if (!d) return;
+  const z = (state.zoom ?? fitScale(d)) * (ev.deltaY < 0 ? 1.25 : 0.8);
+  setZoom(Math.max(0.05, Math.min(16, z)), pointAt(ev));
+}, { passive: false });
+window.addEventListener("resize", showZoom);
 for (const id of ["filter-issue", "filter-label"]) {
   $(id).addEventListener("change", () => { $(id).blur(); loadQueue(); });
 }

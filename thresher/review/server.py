@@ -31,9 +31,10 @@ from thresher.catalog import Catalog, EmbeddingRows
 from thresher.config import DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
 from thresher.files import FileRefused, read_regular, readable_name
-from thresher.issue_model import GROUP_KINDS
+from thresher.issue_model import ACTIONS, DUPLICATE_KINDS, GROUP_KINDS, default_fate
 from thresher.labels import label_problem
 from thresher.review.evidence import label_choices, neighbours
+from thresher.review.groups import orphan_refusal
 
 TOKEN_COOKIE = "thresher_token"
 TOKEN_HEADER = "x-thresher-token"
@@ -78,6 +79,48 @@ class DecisionIn(BaseModel):
         if self.decision != "relabel" and self.label is not None:
             raise ValueError(f"'{self.decision}' takes no label")
         return self
+
+
+class PastDecision(BaseModel):
+    """One member's decision to restore (undo of a group decision); decision None = undecided."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: int = Field(ge=0)
+    decision: Literal["keep", "drop", "relabel"] | None
+    label: str | None = Field(None, max_length=200)
+
+
+class GroupDecisionIn(BaseModel):
+    """The body of POST /api/groups/{group}: one decision about a whole duplicate group.
+
+    keep_one: keep `image_id`, drop the other members. not_copies: keep every member.
+    drop_all: drop every member (the one way to leave a group with no copy).
+    restore: put back `previous` (the page's undo of a group decision).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["keep_one", "not_copies", "drop_all", "restore"]
+    image_id: int | None = Field(None, ge=0)
+    previous: list[PastDecision] | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _fields_per_action(self):
+        if (self.action == "keep_one") != (self.image_id is not None):
+            raise ValueError("'keep_one' and only it takes an image_id")
+        if (self.action == "restore") != (self.previous is not None):
+            raise ValueError("'restore' and only it takes 'previous'")
+        return self
+
+
+def fate_text(issues, keep_in_group: bool = False) -> str:
+    """What export does to a file nobody decides, in words ("dropped as upscaled")."""
+    kind = default_fate(issues)
+    if kind is None:
+        return "kept (the copy its group keeps)" if keep_in_group else "kept"
+    how = "a copy" if ACTIONS[kind] == "keep one" else kind.replace("_", " ")
+    return f"dropped as {how}" + (f" ({kind.replace('_', ' ')})" if how == "a copy" else "")
 
 
 def is_loopback(host: str) -> bool:
@@ -229,11 +272,16 @@ def make_app(
                 "confidence": x.confidence,
                 "group": x.grp,
                 "keep": bool(x.keep),
-                "suggested_label": x.suggested_label,
+                # label_conflict suggests the kept copy's label: never the file's own.
+                "suggested_label": None
+                if x.suggested_label == meta["label"]
+                else x.suggested_label,
                 "reason": x.reason,
             }
             for x in sorted(issue_rows, key=lambda x: -x.confidence)
         ]
+        kinds = [(x.issue, bool(x.keep)) for x in issue_rows]
+        in_group = any(x.issue in DUPLICATE_KINDS for x in issue_rows)
         near = []
         if matrix is not None and col["has_embedding"][r] == 1:
             ids, sims = neighbours(search["index"], matrix, searchable, image_id, NEIGHBOURS)
@@ -243,16 +291,16 @@ def make_app(
             ]
         group = next((x["group"] for x in issues if x["issue"] in GROUP_KINDS), None)
         if group is not None:
-            with lock:
-                members = cat.group_members(group)
+            members = group_view(group)["members"]
+            same = next(m["same_pixels_as"] for m in members if m["id"] == image_id)
+            for x in issues:
+                if x["issue"] == "exact_duplicate" and not x["keep"] and same:
+                    x["reason"] = f"same pixels as {same}"
             evidence = {
                 "kind": "duplicates",
-                "title": f"its duplicate group ({len(members)} files, kept copy first)",
-                "items": [
-                    {"id": m[0], "label": m[2], "keep": bool(m[3]), "name": _name(m[1])}
-                    for m in members
-                    if m[0] != image_id
-                ],
+                "group": group,
+                "title": f"its duplicate group ({len(members)} files, kept copy first; g compares)",
+                "items": [m for m in members if m["id"] != image_id],
             }
         else:
             evidence = {
@@ -280,6 +328,123 @@ def make_app(
                 class_counts,
             ),
             "evidence": evidence,
+            "group": group,
+            "fate": fate_text(kinds, any(k and x in DUPLICATE_KINDS for x, k in kinds)),
+            "in_group": in_group,
+        }
+
+    def group_view(group: int) -> dict:
+        """The members of one duplicate group with what tells them apart, kept copy first."""
+        with lock:
+            members = cat.group_members(group)
+            if not members:
+                raise HTTPException(404, f"no duplicate group {group}")
+            ids = [m[0] for m in members]
+            rows = {m: cat.image(m) for m in ids}
+            by_member: dict[int, list] = {m: [] for m in ids}
+            decided: dict[int, tuple] = {}
+            for x in cat.issues(ids):
+                by_member[x.image_id].append((x.issue, bool(x.keep)))
+                if x.decision:
+                    decided[x.image_id] = (x.decision, x.decided_label)
+        kept = next((m[0] for m in members if m[3]), None)
+        out = []
+        for m in members:
+            meta = rows[m[0]]
+            key = meta.get("pixel_checksum") or meta["checksum"]
+            twins = [
+                o
+                for o in ids
+                if o != m[0]
+                and key
+                and (rows[o].get("pixel_checksum") or rows[o]["checksum"]) == key
+            ]
+            twin = (kept if kept in twins else twins[0]) if twins else None
+            name = readable_name(_name(meta["path"]))
+            out.append(
+                {
+                    "id": m[0],
+                    "name": name,
+                    "path": readable_name(meta["path"]),
+                    "label": meta["label"] and readable_name(meta["label"]),
+                    "keep": bool(m[3]),
+                    "width": meta["width"],
+                    "height": meta["height"],
+                    "effective_short_side": meta.get("effective_short_side"),
+                    "size_bytes": meta["size_bytes"],
+                    "format": meta["format"],
+                    "decision": decided.get(m[0], (None, None))[0],
+                    "decided_label": decided.get(m[0], (None, None))[1],
+                    "fate": fate_text(by_member[m[0]], bool(m[3])),
+                    "same_pixels_as": twin
+                    and (
+                        readable_name(_name(rows[twin]["path"]))
+                        + (" (the kept copy)" if twin == kept else "")
+                    ),
+                }
+            )
+        fields = ("width", "height", "effective_short_side", "size_bytes", "format", "label")
+        differs = [f for f in fields if len({str(x[f]) for x in out}) > 1]
+        return {"group": group, "members": out, "differs": differs, "issues": by_member}
+
+    def refuse_orphan(group_ids, after: dict) -> None:
+        """409 when `after` (member -> decision) would leave a group with no copy."""
+        for g in group_ids:
+            view = group_view(g)
+            before = {
+                m["id"]: m["decision"] and (m["decision"], m["decided_label"])
+                for m in view["members"]
+            }
+            merged = {**before, **{k: v for k, v in after.items() if k in before}}
+            why = orphan_refusal(view["issues"], before, merged)
+            if why:
+                raise HTTPException(409, why)
+
+    def groups_of(image_id: int) -> list[int]:
+        with lock:
+            rows = cat.issues([image_id])
+        return sorted({x.grp for x in rows if x.issue in DUPLICATE_KINDS and x.grp is not None})
+
+    @app.get("/api/groups/{group}")
+    def group_api(group: int):
+        view = group_view(group)
+        return {k: v for k, v in view.items() if k != "issues"}
+
+    @app.post("/api/groups/{group}")
+    def decide_group(group: int, body: GroupDecisionIn):
+        view = group_view(group)
+        ids = [m["id"] for m in view["members"]]
+        if body.action == "keep_one" and body.image_id not in ids:
+            raise HTTPException(422, f"image {body.image_id} is not in duplicate group {group}")
+        if body.action == "keep_one":
+            after = {m: ("keep", None) if m == body.image_id else ("drop", None) for m in ids}
+        elif body.action == "not_copies":
+            after = {m: ("keep", None) for m in ids}
+        elif body.action == "drop_all":
+            after = {m: ("drop", None) for m in ids}
+        else:
+            after = {}
+            for p in body.previous:
+                if p.image_id not in ids:
+                    raise HTTPException(
+                        422, f"image {p.image_id} is not in duplicate group {group}"
+                    )
+                after[p.image_id] = None if p.decision is None else (p.decision, p.label)
+            refuse_orphan([group], after)
+        previous = []
+        with lock:
+            for m, d in after.items():
+                old = cat.undecide(m) if d is None else cat.decide(m, d[0], d[1])
+                previous.append(
+                    {"image_id": m, "decision": old and old[0], "label": old and old[1]}
+                )
+            total, decided = cat.review_progress()
+        return {
+            "group": group,
+            "action": body.action,
+            "previous": previous,
+            "total": total,
+            "decided": decided,
         }
 
     @app.get("/api/images/{image_id}")
@@ -297,6 +462,8 @@ def make_app(
     @app.post("/api/decisions")
     def decide(body: DecisionIn):
         row_of(body.image_id)
+        if body.decision == "drop":
+            refuse_orphan(groups_of(body.image_id), {body.image_id: ("drop", None)})
         with lock:
             previous = cat.decide(body.image_id, body.decision, body.label)
             total, decided = cat.review_progress()
@@ -305,6 +472,7 @@ def make_app(
     @app.delete("/api/decisions/{image_id}")
     def undecide(image_id: int):
         row_of(image_id)
+        refuse_orphan(groups_of(image_id), {image_id: None})
         with lock:
             previous = cat.undecide(image_id)
             total, decided = cat.review_progress()
