@@ -282,4 +282,14 @@ def test_a_non_utf8_name_goes_through_clean_review_and_export(crawl, tmp_path):
         r = c.get(f"/api/items/{image_id}")
         assert r.status_code == 200 and r.json()["name"] == "caf\\xe9.jpg"
         assert c.get("/api/queue").status_code == 200
+        # Every file of the class whose name is not UTF-8 (its labels, reasons, choices and
+        # group members quote that class) is served with the label as stored.
+        dog = os.fsdecode(b"d\xf6g")
+        with Catalog(ws) as cat:
+            dog_ids = [k.id for n, k in cat.known().items() if n.startswith(dog + "/")]
+        assert len(dog_ids) == 3
+        for i in dog_ids:
+            r = c.get(f"/api/items/{i}")
+            assert r.status_code == 200, r.text
+            assert r.json()["label"] == "d\\xf6g"  # shown readably, as the file name is
     app.state.catalog.close()

@@ -54,7 +54,9 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
             "confidence": pa.array(col("confidence"), pa.float64()),
             "group": pa.array([-1 if g is None else g for g in col("grp")], pa.int64()),
             "keep": pa.array([bool(k) for k in col("keep")], pa.bool_()),
-            "suggested_label": pa.array(col("suggested_label"), pa.string()),
+            "suggested_label": pa.array(
+                [x and readable_name(x) for x in col("suggested_label")], pa.string()
+            ),
             "review": pa.array([bool(r) for r in col("review")], pa.bool_()),
             "decision": pa.array(col("decision"), pa.string()),  # a person's (thresher review)
             "decided_label": pa.array(col("decided_label"), pa.string()),

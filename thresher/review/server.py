@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import secrets
 import socket
 import threading
@@ -173,7 +174,20 @@ def make_app(
     images = _ImageCache(root, ScanConfig().max_image_pixels, ScanConfig().max_file_bytes)
     allowed_hosts = _LOOPBACK_HOSTS | ({host} if host else set())
 
-    app = FastAPI(title="thresher review", docs_url=None, redoc_url=None, openapi_url=None)
+    class AsciiJSON(JSONResponse):
+        # A label or file name that is not UTF-8 is held with surrogate escapes; ASCII JSON
+        # writes those as \udcXX escapes instead of failing, and a label sent back the same
+        # way decodes to the very same string, so nothing is lost on the round trip.
+        def render(self, content) -> bytes:
+            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+    app = FastAPI(
+        title="thresher review",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=AsciiJSON,
+    )
     app.state.catalog = cat
 
     def row_of(image_id: int) -> int:
