@@ -11,6 +11,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -112,3 +114,17 @@ def test_files_vanished_since_the_scan_are_named_not_exported(cleaned_copy, tmp_
     assert any("2 file(s): vanished since the scan" in n for n in notes)
     paths = pq.read_table(tmp_path / "out" / "manifest.parquet").column("path").to_pylist()
     assert not any(p.endswith(tuple(gone)) for p in paths)
+
+
+def test_a_hardlink_across_file_systems_leaves_no_half_written_folder(cleaned_copy, tmp_path):
+    # The workspace's files live on the disk; /dev/shm is another file system (tmpfs).
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the tests' tmp folder")
+    out_parent = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        with pytest.raises(ThresherError, match="another file system"):
+            export(cleaned_copy, out_parent / "out", link="hardlink", log=lambda m: None)
+        assert list(out_parent.iterdir()) == []  # neither OUT nor its temporary folder
+    finally:
+        shutil.rmtree(out_parent, ignore_errors=True)

@@ -292,6 +292,9 @@ def _write_folder(out: Path, write) -> None:
             f"cannot write the export at {out}: {e.strerror or e}; "
             "the previous export (if any) is untouched"
         ) from None
+    except ThresherError:  # e.g. --link across file systems: no half-written folder is left
+        shutil.rmtree(new, ignore_errors=True)
+        raise
 
 
 def _exchange(a: Path, b: Path) -> bool:
