@@ -72,7 +72,7 @@ def run_report(run: Path | str, out: Path | str | None = None) -> Path:
                 if last
                 else ""
             )
-            + f"; {len(events)} events.</p>"
+            + f"; {len(events)} event{'' if len(events) == 1 else 's'}.</p>"
         )
     if train:
         steps = [r["step"] for r in train]
