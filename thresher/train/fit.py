@@ -16,9 +16,9 @@ from pathlib import Path
 from thresher.config import Recipe
 
 # AdamW's fine-tuning rate at an effective batch of 128 (timm's fine-tuning practice:
-# 1e-4 - 1e-3), scaled linearly with the batch, kept within those bounds.
-ADAMW_LR_AT_128 = 5e-4
-ADAMW_LR_BOUNDS = (1e-4, 1e-3)
+# 1e-4 - 2e-3, the top for small sets), scaled linearly with the batch, kept within those bounds.
+ADAMW_LR_AT_128 = 1e-3
+ADAMW_LR_BOUNDS = (1e-4, 2e-3)
 ADAMW_WEIGHT_DECAY = 0.05
 LION_FACTOR = 3.0  # Lion: lr / 3, weight decay x 3 (the low end of the authors' 3-10)
 HEAD_LR_FACTOR = 10.0  # a fresh head learns 10x faster than the pretrained backbone moves
