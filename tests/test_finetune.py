@@ -104,3 +104,29 @@ def test_first_loss_of_a_fresh_head_on_pretrained_weights_is_near_chance(
     first = next(x["loss"] for x in recs if x["kind"] == "train")
     assert abs(first - math.log(4)) < 0.2 * math.log(4), first
     assert any("by position" in m and "fresh: classifier" in m for m in said)
+
+
+def test_cli_fit_to_data_prints_every_choice_and_writes_it_to_the_runs_recipe(tiny_data, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    (tmp_path / "r.yaml").write_text(
+        "model: resnet10t\nimage_size: 32\nbatch_size: 8\nworkers: 0\ngrad_checkpointing: false\n"
+    )
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "thresher.cli", "train", str(tmp_path / "r.yaml"), "--data"]
+    p = subprocess.run(
+        cmd + [str(tiny_data), "--out", str(run), "--fit-to-data", "--epochs", "1", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    saved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert saved["total_steps"] == 11 and saved["grad_accum"] == 1  # 84 images / 8, 1 epoch
+    for field in ("total_steps", "warmup_steps", "lr", "head_lr", "weight_decay_backbone"):
+        assert f"  {field}: {saved[field]}" in p.stderr, field
+    metrics = (run / "metrics.jsonl").read_text()
+    assert '"step": 11' in metrics
