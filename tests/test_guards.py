@@ -218,6 +218,36 @@ def test_progress_guard_names_overfitting_and_diagnoses_a_plateau():
     assert torch.equal(rng, torch.get_rng_state())  # warned once each; the RNG untouched
 
 
+def test_progress_guard_names_a_loss_far_above_chance_after_warmup_with_the_logit_scale():
+    from thresher.guard.progress import ProgressGuard, far_above_chance
+
+    assert far_above_chance([1.4, 1.5, 1.3], 4, 2.0) is None  # near ln 4 = 1.39: learning
+    assert far_above_chance([9.0, 9.0], 4, 2.0) is None  # too few to call
+    assert far_above_chance([9.0, 8.0, 10.0], 4, 2.0) == 9.0
+    state = _tiny_state()
+    with torch.no_grad():
+        state.model[-1].weight.mul_(50)  # a head far off: logits tens of units apart
+    g = ProgressGuard(_recipe(warmup_steps=2), 4, [], label_error_share=None)
+    kinds = []
+    for step in range(1, 9):
+        state.step = step
+        kinds += [e.kind for e in g.after_step(state, {"loss": 9.0}).events]
+    assert kinds == ["far_from_chance"]  # after warm-up (steps 3-5 logged), once
+    g2 = ProgressGuard(_recipe(warmup_steps=2), 4, [], label_error_share=None)
+    msg = None
+    for step in range(1, 6):
+        state.step = step
+        v = g2.after_step(state, {"loss": 9.0})
+        msg = v.events[0].message if v.events else msg
+    assert "ln(4)" in msg and "logits spread" in msg and "head" in msg
+    spread = float(msg.split("logits spread ")[1].split(" ")[0])
+    assert spread > 5
+    quiet = ProgressGuard(_recipe(warmup_steps=2), 4, [], label_error_share=None)
+    for step in range(1, 9):
+        state.step = step
+        assert not quiet.after_step(state, {"loss": 1.5}).events
+
+
 def test_leak_guard_recycles_workers_for_a_worker_leak_only():
     from thresher.config import GuardConfig
     from thresher.guard.memory import Alarm, LeakGuard

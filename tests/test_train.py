@@ -273,7 +273,9 @@ def test_user_transforms_and_local_weights(tmp_path):
     notes: list[str] = []
     model = create_model(r, 4, notes.append)
     assert torch.equal(model.conv1[0].weight, donor.conv1[0].weight)
-    assert model.fc.weight.shape[0] == 4 and "2 fresh" in notes[-1]
+    assert model.fc.weight.shape[0] == 4
+    assert any("fresh: fc.weight, fc.bias" in n for n in notes)
+    assert not model.fc.weight.any()  # the fresh head starts at zero (issue #17)
     with pytest.raises(ThresherError, match="unknown timm model"):
         create_model(Recipe(model="resnet_does_not_exist"), 4)
 

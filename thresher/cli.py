@@ -336,6 +336,13 @@ def train(
         "with torchrun. batch_size is per process. Several machines: run `torchrun ... -m "
         "thresher.train RECIPE --data DIR --out RUN` on each.",
     ),
+    fit_to_data: bool = typer.Option(
+        False,
+        "--fit-to-data",
+        help="Size the recipe to the data for fine-tuning (steps from --epochs, warm-up as a "
+        "share, Lion rates from AdamW's): every value chosen is printed and in RUN/recipe.yaml.",
+    ),
+    epochs: int = typer.Option(15, min=1, help="With --fit-to-data: epochs of the run."),
 ) -> None:
     """Train a timm model with the recipe: resumable, one Ctrl-C stops at a checkpoint.
 
@@ -346,6 +353,21 @@ def train(
 
     r = load_yaml(recipe, Recipe)  # a bad recipe is one line, before torch is imported
     run = out_dir or Path("runs") / recipe.stem
+    fitted_path = run / "recipe.fitted.yaml"  # what --resume and the --nproc processes read
+    if fit_to_data and resume and fitted_path.exists():
+        r, recipe = load_yaml(fitted_path, Recipe), fitted_path
+    elif fit_to_data:
+        import yaml
+
+        from thresher.train.fit import fit_to_manifest
+
+        fitted = fit_to_manifest(r, data, epochs)
+        err.print("--fit-to-data chose:", markup=False, highlight=False)
+        for line in fitted.lines():
+            err.print(line, markup=False, highlight=False)
+        r, recipe = fitted.recipe, fitted_path
+        run.mkdir(parents=True, exist_ok=True)
+        fitted_path.write_text(yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False))
     from thresher.train.distributed import from_env
     from thresher.train.launch import closing_lines, exit_status, launch
 

@@ -202,6 +202,11 @@ class GuardConfig(_Strict):
         0.15, gt=0, le=1, description="Train - validation accuracy gap that warns of overfitting."
     )
     stop_on_overfit: bool = Field(False, description="Stop the run when it overfits.")
+    far_loss_factor: float = Field(
+        2.0, gt=1, description="A training loss this many times ln(classes) after warm-up (the "
+        "median of the last logged ones) is a run that does not converge: named once, with the "
+        "head's logit scale.",
+    )  # fmt: skip
     # memory (guard/memory.py)
     memory: bool = Field(True, description="Watch host memory of the run and its workers.")
     memory_interval_s: float = Field(5.0, gt=0, description="Seconds between memory samples.")
@@ -253,6 +258,18 @@ class Recipe(_Strict):
     betas: tuple[float, float] = Field((0.9, 0.99), description="Lion/AdamW betas.")
     weight_decay_backbone: float = Field(1e-4, ge=0, description="Weight decay of the backbone.")
     weight_decay_head: float = Field(1e-3, ge=0, description="Weight decay of the classifier.")
+    head_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate of the classifier head (null = lr); it follows the same "
+        "warm-up and cosine. A fresh head on pretrained weights learns faster than the backbone "
+        "should move: fine-tuning gives it 10x.",
+    )
+    head_init: Literal["zero", "timm"] = Field(
+        "zero",
+        description="A fresh classifier head on pretrained weights (the class count differs): "
+        "zero (every class equally likely, first loss ln(classes)) or timm's own init.",
+    )
     warmup_steps: int = Field(500, ge=0, description="Linear warm-up, in optimizer steps.")
     total_steps: int = Field(
         50_000, ge=1, description="Optimizer steps in the run (cosine decay ends here)."

@@ -10,6 +10,14 @@ then about `overfit_batch_steps` extra steps on one batch, on a copy of the mode
 a run in a long, legitimate plateau before a schedule drop is flagged early; the checks then
 report nothing wrong, which is itself the answer.
 
+Far above chance. What it catches: after warm-up, the median of the last logged training
+losses is above `far_loss_factor` x ln(classes), where a model that knows nothing sits (issue
+#17: a fresh head with timm's init on ImageNet features started at 13.8 for 8 classes and Lion
+took hundreds of steps to come back). What it does: names it once, with the logit scale of the
+last batch as evidence (logits a few units apart are a head or LR problem, not the data).
+Costs: one forward pass of one batch, once. When wrong: heavy label smoothing or mixing keeps
+the loss up, but never at twice ln(classes).
+
 Overfitting. What it catches: the train-validation accuracy gap above `overfit_gap` and
 growing over the last evaluations (the field report: 99% against 62%). What it does: warns,
 names the regularisers that are off, keeps the best checkpoint (best.pt, always kept), and
@@ -107,6 +115,23 @@ def can_overfit_batch(
     return bool(last < 0.5 * first), first, last
 
 
+def far_above_chance(
+    losses: list[float], n_classes: int, factor: float, last: int = 5
+) -> float | None:
+    """The median of the last `last` losses when it is above `factor` x ln(classes), else None."""
+    recent = [v for v in losses[-last:] if math.isfinite(v)]
+    if len(recent) < min(3, last) or n_classes < 2:
+        return None
+    med = float(np.median(recent))
+    return med if med > factor * math.log(n_classes) else None
+
+
+def logit_scale(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """The standard deviation of the model's logits on `x` in training mode (what the loss saw)."""
+    with torch.no_grad():
+        return float(model(x[:16]).float().std())
+
+
 def diagnose_plateau(
     model: torch.nn.Module,
     batch: tuple[torch.Tensor, torch.Tensor],
@@ -169,11 +194,35 @@ class ProgressGuard(Hook):
         self.train: list[float] = []
         self.losses: list[float] = []
         self.warned: set[str] = set()
+        self.after_warmup: list[float] = []  # logged losses past warm-up, for far_above_chance
 
     def after_step(self, state, record: dict | None) -> Verdict:
-        if record is not None:  # the logged losses: what the LR diagnosis reads
-            self.losses.append(record["loss"])
-        return Verdict()
+        """Keeps the logged losses; names a loss far above chance after warm-up, once."""
+        v = Verdict()
+        if record is None:
+            return v
+        self.losses.append(record["loss"])  # what the LR diagnosis reads
+        if state.step <= self.recipe.warmup_steps or "far" in self.warned:
+            return v
+        self.after_warmup.append(record["loss"])
+        med = far_above_chance(self.after_warmup, self.n_classes, self.cfg.far_loss_factor)
+        if med is None:
+            return v
+        self.warned.add("far")
+        chance = math.log(self.n_classes)
+        rng = torch.get_rng_state()  # dropout in the forward pass must not shift the run
+        scale = logit_scale(state.model, state.batch[0]) if state.batch is not None else None
+        torch.set_rng_state(rng)
+        evidence = f"logits spread {scale:.1f} (std) on the last batch" if scale else "no batch"
+        v.events.append(Event(
+            "far_from_chance",
+            f"after warm-up the training loss ({med:.2f}) is {med / chance:.1f}x ln("
+            f"{self.n_classes}) = {chance:.2f}, where a model that knows nothing sits; {evidence}"
+            ": the classifier head is far off (a fresh head with a large init: head_init zero) "
+            "or the learning rate too high for the optimizer (Lion takes 3-10x less than "
+            "AdamW: thresher train --fit-to-data)",
+        ))  # fmt: skip
+        return v
 
     def after_eval(self, state, evaluation: dict) -> Verdict:
         """Overfitting (an event, and a finish with stop_on_overfit), then a plateau, diagnosed."""

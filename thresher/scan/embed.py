@@ -75,13 +75,12 @@ def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
 
 def _timm(name: str, weights):
     import timm
-    import torch
 
     if weights is None:
         model = timm.create_model(name, pretrained=True)
     else:
         model = timm.create_model(name, pretrained=False)
-        _load_state(model, torch.load(weights, map_location="cpu", weights_only=True))
+        _load_state(model, weights)
     model.reset_classifier(0)
     cfg = model.pretrained_cfg or {}
     side = int(cfg.get("input_size", (3, 224, 224))[-1])
@@ -89,46 +88,25 @@ def _timm(name: str, weights):
 
 
 def _torchvision(name: str, weights):
-    import torch
     import torchvision
 
     if weights is None:
         model = torchvision.models.get_model(name, weights="DEFAULT")
     else:
         model = torchvision.models.get_model(name, weights=None)
-        _load_state(model, torch.load(weights, map_location="cpu", weights_only=True))
+        _load_state(model, weights)
     _drop_classifier(model)
     return model, IMAGENET_MEAN, IMAGENET_STD, 224
 
 
-def _load_state(model, state) -> None:
-    """Load a state dict by name, or by position when it is the same architecture written by
-    another library (torchvision's mobilenet_v2 weights into timm's mobilenetv2_100: the same
-    tensors in the same order under other names)."""
-    state = _unwrap_state(state)
+def _load_state(model, weights) -> None:
+    """Load a weights file by name, or by position (thresher.weights, shared with train)."""
+    from thresher.weights import WeightsMismatch, load_file_into
+
     try:
-        model.load_state_dict(state)
-        return
-    except RuntimeError as by_name:
-        own = model.state_dict()
-        theirs = list(state.values())
-        same = len(own) == len(theirs) and all(
-            tuple(a.shape) == tuple(b.shape) for a, b in zip(own.values(), theirs, strict=True)
-        )
-        if not same:
-            first = str(by_name).splitlines()[1:2] or [""]
-            raise EmbedderUnavailable(
-                f"the weights do not fit this architecture: {first[0].strip()[:150]}"
-            ) from None
-    model.load_state_dict(dict(zip(own.keys(), theirs, strict=True)))
-
-
-def _unwrap_state(state):
-    # Checkpoints often nest the weights ({"state_dict": ...}, {"model": ...}).
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            return state[key]
-    return state
+        load_file_into(model, weights)
+    except WeightsMismatch as e:
+        raise EmbedderUnavailable(f"the weights do not fit this architecture: {e}") from None
 
 
 def _drop_classifier(model) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from thresher.config import Recipe
 from thresher.errors import ThresherError
+from thresher.weights import LoadedWeights, head_names, load_file_into
 
 
 def create_model(recipe: Recipe, num_classes: int, log=print) -> torch.nn.Module:
@@ -36,7 +37,15 @@ def create_model(recipe: Recipe, num_classes: int, log=print) -> torch.nn.Module
             "`pretrained: path/to/weights.pth`"
         ) from None
     if isinstance(recipe.pretrained, Path):
-        load_weights(model, recipe.pretrained, log)
+        loaded = load_weights(model, recipe.pretrained, log)
+        fresh_head = bool(head_names(model) & set(loaded.fresh))
+    else:
+        # timm's own weights: the head is fresh when the class count differs from theirs.
+        theirs = (getattr(model, "pretrained_cfg", None) or {}).get("num_classes")
+        fresh_head = recipe.pretrained is True and theirs != num_classes
+    if fresh_head and recipe.head_init == "zero":
+        zero_head(model)
+        log("the fresh classifier head starts at zero: first loss ln(classes)")
     if recipe.grad_checkpointing:
         try:
             model.set_grad_checkpointing(True)
@@ -45,40 +54,48 @@ def create_model(recipe: Recipe, num_classes: int, log=print) -> torch.nn.Module
     return model
 
 
-def load_weights(model: torch.nn.Module, path: Path, log=print) -> None:
-    """Load a local state dict; tensors whose shape differs (a new classifier) are left out."""
-    if not path.exists():
-        raise ThresherError(f"pretrained weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state))
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ThresherError(f"{path} holds no tensor of {type(model).__name__}: wrong model?")
-    model.load_state_dict(usable, strict=False)
-    skipped = len(own) - len(usable)
-    log(f"loaded {len(usable)} tensors from {path}" + (f"; {skipped} fresh" if skipped else ""))
+def load_weights(model: torch.nn.Module, path: Path, log=print) -> LoadedWeights:
+    """Load a local weights file (thresher.weights: by name, else by position); says what."""
+    loaded = load_file_into(model, path)
+    log(loaded.summary())
+    return loaded
 
 
-def param_groups(model: torch.nn.Module, wd_backbone: float, wd_head: float) -> list[dict]:
-    """Backbone and head with their own weight decay; none on norms and biases (1-d tensors)."""
+def zero_head(model: torch.nn.Module) -> None:
+    """Zero the classifier's weights and bias: every class starts equally likely.
+
+    timm's init of a fresh head (uniform +-1/sqrt(fan_out), 0.35 for 8 classes) on ImageNet
+    features, with dropout 0.5 doubling them in training, starts the loss at 13.8 for 8
+    classes (issue #17); Lion moves each weight by at most lr per step, so it takes hundreds
+    of steps to come back. A zero head starts at ln(classes) and learns from the first step.
+    """
+    with torch.no_grad():
+        for p in model.get_classifier().parameters():
+            p.zero_()
+
+
+def param_groups(
+    model: torch.nn.Module, wd_backbone: float, wd_head: float, head_lr_scale: float = 1.0
+) -> list[dict]:
+    """Backbone and head with their own weight decay; none on norms and biases (1-d tensors).
+
+    The head's tensors (its bias too) take `head_lr_scale` times the schedule's rate (timm's
+    schedulers honour a group's `lr_scale`).
+    """
     head = {id(p) for p in model.get_classifier().parameters()}
-    groups = {"backbone": [], "head": [], "no_decay": []}
+    groups = {"backbone": [], "head": [], "no_decay": [], "head_bias": []}
     for _, p in model.named_parameters():
-        if p.ndim <= 1:
+        if id(p) in head:
+            groups["head_bias" if p.ndim <= 1 else "head"].append(p)
+        elif p.ndim <= 1:
             groups["no_decay"].append(p)
-        elif id(p) in head:
-            groups["head"].append(p)
         else:
             groups["backbone"].append(p)
-    decay = {"backbone": wd_backbone, "head": wd_head, "no_decay": 0.0}
+    decay = {"backbone": wd_backbone, "head": wd_head, "no_decay": 0.0, "head_bias": 0.0}
+    scale = {"head": head_lr_scale, "head_bias": head_lr_scale}
     return [
         {"params": ps, "weight_decay": decay[name], "name": name}
+        | ({"lr_scale": scale[name]} if scale.get(name, 1.0) != 1.0 else {})
         for name, ps in groups.items()
         if ps
     ]

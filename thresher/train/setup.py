@@ -103,7 +103,10 @@ def setup(
         else:
             log("sync_batchnorm needs CUDA: batch-norm statistics stay per process on CPUs")
     pieces.seed_rank(r.seed, ranks.rank)  # same weights everywhere; now each its stream
-    opt = optimizer(r, param_groups(model, r.weight_decay_backbone, r.weight_decay_head))
+    head_scale = (r.head_lr or r.lr) / r.lr
+    opt = optimizer(
+        r, param_groups(model, r.weight_decay_backbone, r.weight_decay_head, head_scale)
+    )
     skipped = SkippedSamples()
     train_ds, weights = training_data(r, m, train_rows, skipped)
     val_ds = ImageDataset(
