@@ -14,7 +14,10 @@ from thresher.review.groups import orphan_refusal, survives
 def test_default_fate_and_survival_follow_the_actions():
     assert default_fate([("near_duplicate", False), ("upscaled", False)]) == "upscaled"
     assert default_fate([("label_error", False), ("exact_duplicate", False)]) == "exact_duplicate"
-    assert default_fate([("exact_duplicate", True), ("near_duplicate", False)]) is None
+    assert default_fate([("exact_duplicate", True), ("near_duplicate", False)]) == "near_duplicate"
+    # an edit of the kept copy, or a label doubt, waits for a person: kept meanwhile
+    assert default_fate([("exact_duplicate", True), ("near_duplicate_edit", False)]) is None
+    assert default_fate([("label_error", False)]) is None
     assert survives([("exact_duplicate", False)], ("keep", None))
     assert not survives([("exact_duplicate", True)], ("drop", None))
     issues = {1: [("exact_duplicate", True)], 2: [("exact_duplicate", False)]}
@@ -58,8 +61,11 @@ def test_group_view_names_what_tells_the_members_apart(client, cleaned_copy):
             assert m["fate"] == "kept (the copy its group keeps)"
         elif m["id"] in exact_copies:
             assert m["fate"] == "dropped as a copy (exact duplicate)"
-        else:  # a near copy: a person decides, export keeps it meanwhile
-            assert m["fate"] == "kept"
+        else:  # a near copy made from it keeps one too; an edit waits for a person
+            edit = any(x["issue"] == "near_duplicate_edit" for x in
+                       client.get(f"/api/items/{m['id']}").json()["issues"])  # fmt: skip
+            want = "kept" if edit else "dropped as a copy (near duplicate)"
+            assert m["fate"] == want
     copy = next(m for m in members if m["id"] in exact_copies)
     assert copy["same_pixels_as"]  # an exact copy says of which member
     d = client.get(f"/api/items/{copy['id']}").json()
