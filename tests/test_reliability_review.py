@@ -18,18 +18,6 @@ import pytest
 from thresher.catalog import Catalog
 
 
-@pytest.fixture
-def client(cleaned_copy):
-    from fastapi.testclient import TestClient
-
-    from thresher.review.server import make_app
-
-    app = make_app(cleaned_copy)
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
-        yield c
-    app.state.catalog.close()
-
-
 def _first(client) -> int:
     return client.get("/api/queue").json()["items"][0]["id"]
 

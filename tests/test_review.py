@@ -108,18 +108,6 @@ def test_the_queue_comes_in_the_order_clean_ranked_it(cleaned_pristine):
 # -- the API, in process ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def client(cleaned_copy):
-    from fastapi.testclient import TestClient
-
-    from thresher.review.server import make_app
-
-    app = make_app(cleaned_copy)
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
-        yield c
-    app.state.catalog.close()
-
-
 def _first(ws: Path, kind: str, keep: bool | None = None) -> int:
     with Catalog(ws, create=False) as cat:
         rows = cat.issues()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 
-import pytest
-
 from thresher.catalog import Catalog
 from thresher.issue_model import default_fate
 from thresher.review.groups import orphan_refusal, survives
@@ -26,18 +24,6 @@ def test_default_fate_and_survival_follow_the_actions():
     # Already without a copy (another issue drops the kept one): no worse, not refused.
     dead = {1: [("exact_duplicate", True), ("blank", False)], 2: [("exact_duplicate", False)]}
     assert orphan_refusal(dead, {}, {1: ("drop", None)}) is None
-
-
-@pytest.fixture
-def client(cleaned_copy):
-    from fastapi.testclient import TestClient
-
-    from thresher.review.server import make_app
-
-    app = make_app(cleaned_copy)
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
-        yield c
-    app.state.catalog.close()
 
 
 def _groups(ws, kind: str) -> dict[int, list]:
