@@ -11,12 +11,12 @@ from thresher.catalog import Catalog
 from thresher.clean.duplicates import (
     Pairs,
     Signals,
+    choose_kept,
     connected_groups,
     equal_key_groups,
     find_duplicates,
     group_centrality,
     hash_pairs,
-    keep_scores,
     prune_to_representative,
     real_pixels,
     representatives,
@@ -98,8 +98,13 @@ def test_keep_prefers_real_pixels_then_the_central_copy():
     groups = np.array([0, 0, 0, 0])
     ph = np.array([0b0, 0b1, 0b11111111, 0b11], dtype=np.uint64)  # row 2 is the odd one out
     cent = group_centrality(groups, ph)
-    scores = keep_scores(np.full(4, 1e6), cent, np.array([1.0, 1.0, 3.0, 1.0]))
-    assert cent.argmax() in (0, 1) and scores.argmax() != 2  # bytes don't beat centrality
+    cent = cent / 64.0  # as clean passes it: 0-1
+    kept = choose_kept(groups, np.full(4, 1e6), cent, np.array([1.0, 1.0, 3.0, 1.0]))
+    assert cent.argmax() in (0, 1) and kept[0] != 2  # bytes don't beat centrality
+    assert (kept == kept[0]).all()  # one kept copy for the whole group
+    # More real pixels win over centrality: the 4x blow-up (row 1) never beats the original.
+    kept = choose_kept(groups[:3], rp, cent[:3], np.ones(3))
+    assert kept[0] != 1
 
 
 def test_blank_and_simple_images_do_not_form_duplicate_groups():

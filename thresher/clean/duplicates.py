@@ -194,30 +194,6 @@ def real_pixels(
 LOSSLESS_FORMATS = ("PNG", "BMP", "TIFF", "PPM", "GIF")
 
 
-def keep_scores(
-    real_px: np.ndarray,
-    centrality: np.ndarray,
-    bytes_per_pixel: np.ndarray,
-    lossless: np.ndarray | None = None,
-):
-    """Which copy of a group to keep: a larger score wins.
-
-    First the most real pixels (within 10%: a slightly larger re-save is no better); then a
-    lossless file over a JPEG (the drawing before its re-encode); then the most central copy
-    (smallest mean pHash distance to the rest of its group: the original, which every variant
-    was made from, beats its watermarked, cropped or re-encoded variants); then the most bytes
-    per pixel (lighter compression).
-    """
-    level = np.floor(np.log(np.maximum(real_px, 1.0)) / np.log(1.10))
-    lossless = np.zeros(len(real_px)) if lossless is None else np.asarray(lossless, float)
-    return (
-        level * 10_000.0
-        + lossless * 1000.0
-        + np.clip(centrality, 0, 64) * 10.0
-        + np.minimum(bytes_per_pixel, 8.0)
-    )
-
-
 def _group_runs(groups: np.ndarray) -> list[np.ndarray]:
     member = np.nonzero(groups >= 0)[0]
     order = member[np.argsort(groups[member], kind="stable")]
