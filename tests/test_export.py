@@ -130,3 +130,16 @@ def test_export_cli_prints_the_class_table(cleaned_copy, tmp_path):
     (tmp_path / "bad.yaml").write_text("val_fractoin: 0.25\n")
     r = _export_cli(cleaned_copy, tmp_path / "o", tmp_path / "bad.yaml")
     assert r.returncode == 2 and 'unknown key "val_fractoin"' in r.stderr
+
+
+def test_a_group_left_with_no_copy_is_warned_about_once(cleaned_copy, tmp_path):
+    from thresher.catalog import Catalog
+    from thresher.export import export
+
+    with Catalog(cleaned_copy, create=False) as cat:
+        kept = next(r for r in cat.issues() if r.issue == "exact_duplicate" and r.keep)
+        cat.decide(kept.image_id, "drop")  # its copies go as duplicates: the picture is gone
+    said = []
+    export(cleaned_copy, tmp_path / "out", log=said.append)
+    warnings = [m for m in said if "left with no copy" in m]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: 1 duplicate group")

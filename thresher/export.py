@@ -175,8 +175,7 @@ def export(
             f"warning: {orphans} duplicate group(s) left with no copy: their copies were dropped "
             "as duplicates and the kept one by a decision or another issue's action"
         )
-        s.notes.append(note)
-        log(note)
+        s.notes.append(note)  # said once the export is written, with the other notes
     for reason in drop_reason[~alive]:
         s.dropped[reason] = s.dropped.get(reason, 0) + 1
     rows = np.nonzero(alive)[0]
