@@ -65,6 +65,7 @@ def test_each_broken_setup_is_caught_and_named(tiny_data, setup, check, cause):
     assert cause in found[check].cause, res.findings
 
 
+@pytest.mark.slow
 def test_cli_ddp_check_reports_and_sets_the_exit_status(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # the table's cells on one line each
     recipe = tmp_path / "r.yaml"

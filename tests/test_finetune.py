@@ -106,6 +106,7 @@ def test_first_loss_of_a_fresh_head_on_pretrained_weights_is_near_chance(
     assert any("by position" in m and "fresh: classifier" in m for m in said)
 
 
+@pytest.mark.slow
 def test_cli_fit_to_data_prints_every_choice_and_writes_it_to_the_runs_recipe(tiny_data, tmp_path):
     import subprocess
     import sys

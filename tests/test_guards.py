@@ -372,6 +372,7 @@ def _finite_checkpoints(run: Path) -> int:
     return n
 
 
+@pytest.mark.slow
 def test_a_poisoned_batch_is_skipped_and_recorded(tmp_path):
     from thresher.train.loop import train
 
@@ -404,6 +405,7 @@ def test_a_learning_rate_far_too_high_is_rolled_back_or_stopped_never_saved(tmp_
     assert "numeric_rollback" in html and "stop" in html  # the report lists the events
 
 
+@pytest.mark.slow
 def test_overfitting_and_a_plateau_are_named(tmp_path):
     from thresher.train.loop import train
 
@@ -419,6 +421,7 @@ def test_overfitting_and_a_plateau_are_named(tmp_path):
     assert (tmp_path / "run" / "best.pt").exists()
 
 
+@pytest.mark.slow
 def test_lr_100_with_the_default_optimizer_is_caught_and_stopped(tmp_path):
     # Lion (the default) at lr 100: the loss goes to 1e4 and stays finite; the guard must act.
     from thresher.train.loop import train
@@ -433,6 +436,7 @@ def test_lr_100_with_the_default_optimizer_is_caught_and_stopped(tmp_path):
     _finite_checkpoints(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_raising_user_transform_skips_and_counts_then_stops_past_the_share(tmp_path):
     from thresher.train.loop import train
 
@@ -471,6 +475,7 @@ def test_a_transform_that_always_raises_stops_in_one_line_from_the_workers(tmp_p
     assert "refuse_all" in line and "in a row" in line and "cannot handle anything" in line
 
 
+@pytest.mark.slow
 def test_a_hot_gpu_pauses_the_run(tmp_path):
     from thresher.train.loop import train
 

@@ -283,6 +283,7 @@ def test_user_transforms_and_local_weights(tmp_path):
 # -- the loop --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_writes_metrics_checkpoints_and_a_report(tiny_data, tmp_path):
     from thresher.train.loop import train
 
@@ -314,6 +315,7 @@ def test_a_run_writes_metrics_checkpoints_and_a_report(tiny_data, tmp_path):
         train(r, tiny_data, tmp_path / "run", progress=False, log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_the_model_learns_the_easy_set(tiny_data, tmp_path):
     from thresher.train.loop import train
 
@@ -459,6 +461,7 @@ def test_sigterm_to_the_group_stops_at_a_checkpoint_and_the_run_resumes(tiny_dat
     assert "SIGTERM" in html and "SIGINT" in html and "resumed" in html
 
 
+@pytest.mark.slow
 def test_the_weights_do_not_depend_on_the_worker_count(tiny_data, tmp_path):
     # Augmentation draws from per-sample seeds, in a worker or (workers=0) in the training
     # process itself, which then gets its own RNG streams back: dropout sees the same draws.
