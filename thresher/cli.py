@@ -411,6 +411,28 @@ def train(
 
 
 @app.command()
+def report(
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders (the --out of `thresher train`).", show_default=False
+    ),
+    out_file: Path = typer.Option(
+        None,
+        "--out",
+        help="The HTML file to write (default: RUN/report.html for one run, "
+        "./runs-compared.html for several).",
+    ),
+) -> None:
+    """The run report of RUN, or one page comparing RUNS: curves overlaid, recipes diffed."""
+    from thresher.train.report import compare_report, run_report
+
+    if len(runs) == 1:
+        page = run_report(runs[0], out_file)
+    else:
+        page = compare_report(runs, out_file or Path("runs-compared.html"))
+    out.print(f"report: {page}", markup=False, highlight=False)
+
+
+@app.command()
 def doctor(
     recipe: Path = typer.Option(
         None, help="A recipe: also estimate (CPU) or probe (GPU) the largest batch that fits."
