@@ -3,9 +3,10 @@
 What TensorBoard leaves out and W&B's system panel shows: is the GPU busy, is the CPU (the
 data loader) the limit, is memory growing. Sampled at each log line, not on a thread, so a
 figure belongs to the steps it sits beside.
-What it costs: about 0.2 ms a sample on this 2-core machine (psutil reads /proc: the
-machine's and this process's CPU times, the RSS of the process and of each DataLoader worker;
-NVML and torch.cuda on a GPU). Finding the workers means scanning every process on the
+What it costs: 0.07 ms a sample without workers, 0.2 ms with one, on a loaded 2-core machine
+(psutil reads /proc: the machine's and this process's CPU times, the RSS of the process and
+of each DataLoader worker; NVML and torch.cuda on a GPU; bench/step_costs.py times it), once
+per log line. Finding the workers means scanning every process on the
 machine (ms), so their list is refreshed only every `children_every_s`, or when one exits.
 When wrong: `cpu_percent` is the whole machine's, other jobs included; `gpu_memory_mb` is
 what NVML reports for the whole card (other processes too), `gpu_allocated_mb` what this
