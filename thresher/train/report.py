@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from thresher.errors import ThresherError
+from thresher.files import readable_name
 from thresher.train import metrics
 
 REPORT = "report.html"
@@ -110,9 +111,8 @@ def load_run(path: Path | str, name: str | None = None) -> Run:
 def run_report(run: Path | str, out: Path | str | None = None) -> Path:
     """Write RUN/report.html (or OUT) from RUN/metrics.jsonl, recipe.yaml and summary.json."""
     r = load_run(run)
-    out = Path(out) if out else r.path / REPORT
-    out.write_text(_page([r], f"thresher run report: {r.path}"))
-    return out
+    page = _page([r], f"thresher run report: {r.path}")
+    return _write(Path(out) if out else r.path / REPORT, page)
 
 
 def compare_report(runs: list[Path | str], out: Path | str) -> Path:
@@ -122,8 +122,12 @@ def compare_report(runs: list[Path | str], out: Path | str) -> Path:
     if len(set(names)) < len(names):  # two runs called `run` in different folders
         names = [str(p) for p in paths]
     loaded = [load_run(p, n) for p, n in zip(paths, names, strict=True)]
-    out = Path(out)
-    out.write_text(_page(loaded, f"thresher: {len(loaded)} runs compared"))
+    return _write(Path(out), _page(loaded, f"thresher: {len(loaded)} runs compared"))
+
+
+def _write(out: Path, page: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(readable_name(page))  # a non-UTF-8 folder name, as \xNN
     return out
 
 
@@ -394,13 +398,14 @@ def _draw(ax, runs, title, ylabel, series, mode, unit, unit_name) -> None:
     for s in series:
         colour = COLOURS[s.run % len(COLOURS)]
         x = s.step if mode == "step" else s.time / unit
+        label = _plain_text(s.label)  # a run folder named `cost_$5` is not TeX
         if s.style == "o-":
-            ax.plot(x, s.y, "o-", color=colour, markersize=4, label=s.label, alpha=0.9)
+            ax.plot(x, s.y, "o-", color=colour, markersize=4, label=label, alpha=0.9)
         elif len(s.y) > 20 and s.style == "-" and title in ("loss", "accuracy", "images/s"):
             ax.plot(x, s.y, "-", color=colour, alpha=0.25, linewidth=0.8)
-            ax.plot(x, _ema(s.y), "-", color=colour, label=s.label)
+            ax.plot(x, _ema(s.y), "-", color=colour, label=label)
         else:
-            ax.plot(x, s.y, s.style, color=colour, label=s.label)
+            ax.plot(x, s.y, s.style, color=colour, label=label)
     labelled = 0
     for i, r in enumerate(runs):
         if not r.events:
