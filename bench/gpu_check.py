@@ -101,6 +101,13 @@ def main() -> None:
          f"12 workers)\n\n{s.images_per_s:.0f} images/s over the run "
          f"({time.perf_counter() - t0:.0f} s with start-up and evaluation); events: "
          f"{[e['event'] for e in s.events] or 'none'}")  # fmt: skip
+    # The log line's GPU figures (train/system.py: NVML and torch), as the run report draws them.
+    from thresher.train import metrics
+
+    last = [x for x in metrics.read(Path("/tmp/gpu_check_run") / metrics.FILE)
+            if x["kind"] == "train"][-1]  # fmt: skip
+    gpu = {k: v for k, v in last.items() if k.startswith("gpu_") or k.endswith("cpu_percent")}
+    emit(out, f"last log line's machine figures: {gpu or 'none (NVML and torch gave nothing)'}")
     s = train(r.model_copy(update={"amp": "bf16"}), data, Path("/tmp/gpu_check_run_bf16"),
               progress=False, log=lambda m: None)  # fmt: skip
     emit(out, f"bf16: {s.images_per_s:.0f} images/s; events: "

@@ -6,7 +6,8 @@ bench/RESULTS.md's hand reading quote for the loop and guard overhead).
 On resnet10t at 32 px, batch 64, 2 CPU threads: a plain training step; per-sample seeding
 (torch.manual_seed against the CPU generator alone); the gradient norm (clip_grad_norm_ with
 no limit against get_total_norm); the numeric guard's calls; the memory sampler's listing of
-the workers. Median of repeated calls.
+the workers; the machine's figures each log line carries (train/system.py, every 10 steps).
+Median of repeated calls.
 """
 
 from __future__ import annotations
@@ -86,9 +87,15 @@ def main() -> None:
     me = psutil.Process()
     rows.append(("memory sampler: list this process's children (every 5 s)",
                  timed(lambda: me.children(recursive=True), 20)))  # fmt: skip
+    from thresher.train.system import SystemSampler
+
+    sampler = SystemSampler(None)
+    rows.append(("log line: the machine's figures (CPU, RSS, workers' RSS), every 10 steps",
+                 timed(sampler.sample, 200)))  # fmt: skip
     step_ms = rows[0][1]
-    # How often each runs per step: 64 samples; once; the memory sampler once per 5 s.
-    per_step = [64, 64, 1, 1, 1, 1, 1, step_ms / 5000]
+    # How often each runs per step: 64 samples; once; the memory sampler once per 5 s; the
+    # log line every 10 steps (log_every's default).
+    per_step = [64, 64, 1, 1, 1, 1, 1, step_ms / 5000, 1 / 10]
     table = [
         f"| {what} | {ms:.3f} | {100 * ms * k / step_ms:.2f}% |"
         for (what, ms), k in zip(rows[1:], per_step, strict=True)
@@ -100,7 +107,8 @@ def main() -> None:
             f"A plain training step: {step_ms:.1f} ms (median of 10). Each piece alone, median of "
             "repeated calls. The share of a step counts how often each runs: 64 times a step for "
             "the per-sample seeding (in the DataLoader workers, which share the 2 cores), once "
-            "a step for the rest, once per 5 s for the memory sampler.",
+            "a step for the rest, once per 5 s for the memory sampler, once per log line "
+            "(every 10 steps) for the machine's figures.",
             "",
             "| piece | ms a call | share of a step |",
             "|---|---|---|",

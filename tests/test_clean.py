@@ -62,6 +62,51 @@ def write_issues_tmp(ws):
     return out
 
 
+def test_the_csv_the_table_and_the_report_count_kept_copies_alike(cleaned, tmp_path, capsys):
+    """Clean counts the copies that leave the data; the CSV has the kept copies too, says so
+    in its keep and action columns, and clean's table and report.html give both counts."""
+    from thresher.clean.report import kept_copies_note
+    from thresher.cli import _print_clean
+
+    ws, summary = cleaned
+    write_issues(tmp_path / "issues.csv", ws)
+    t = pacsv.read_csv(tmp_path / "issues.csv").to_pydict()
+    rows = list(zip(t["issue"], t["keep"], t["action"], strict=True))
+    assert summary.kept.get("near_duplicate", 0) > 0  # the demo plants copies
+    for kind in ("exact_duplicate", "near_duplicate", "near_duplicate_edit"):
+        copies = [a for i, k, a in rows if i == kind and not k]
+        kept = [a for i, k, a in rows if i == kind and k]
+        assert len(copies) == summary.by_issue.get(kind, 0)
+        assert len(kept) == summary.kept.get(kind, 0)
+        assert set(kept) <= {"keep (the kept copy)"}
+    assert {a for i, k, a in rows if i == "near_duplicate" and not k} == {"drop (a copy)"}
+    note = kept_copies_note(summary.by_issue, summary.kept)
+    n, k = summary.by_issue["near_duplicate"], summary.kept["near_duplicate"]
+    assert f"near_duplicate {n} + {k} kept = {n + k}" in note
+    assert n + k == sum(i == "near_duplicate" for i, _, _ in rows)
+    _print_clean(summary)
+    printed = capsys.readouterr().out
+    assert f"near_duplicate {n} + {k} kept = {n + k}" in printed.replace("\n", " ")
+    page = html_report(ws, tmp_path / "r.html").read_text()
+    assert "<th>kept copies</th>" in page and f"near_duplicate {n} + {k} kept = {n + k}" in page
+
+
+def test_find_issues_reports_each_detector_in_order(cleaned):
+    from thresher.clean.findings import DETECTORS, detector_inputs, find_issues
+    from thresher.config import CleanThresholds
+
+    ws, summary = cleaned
+    calls = []
+    with Catalog(ws, create=False) as cat:
+        c, mm = detector_inputs(cat)
+        _, s = find_issues(c, mm, CleanThresholds(), log=lambda m: None,
+                           progress=lambda *a: calls.append(a))  # fmt: skip
+    names = ["unusable", "quality", "duplicates", "label errors"]
+    assert len(DETECTORS) == len(names)
+    assert calls == [(k, len(names), name) for k, name in enumerate(names)]
+    assert s.by_issue == summary.by_issue  # reporting changes nothing
+
+
 def test_label_errors_come_with_the_true_label_suggested(cleaned, truth):
     ws, summary = cleaned
     t = pq.read_table(write_issues_tmp(ws)).to_pydict()

@@ -307,10 +307,20 @@ def test_a_run_writes_metrics_checkpoints_and_a_report(tiny_data, tmp_path):
     w = m.weights[~m.is_val]
     full_epochs = sum(len(epoch_indices(w, e, seed=0)) // 8 * 8 for e in range(ck["epoch"]))
     assert full_epochs + ck["position"] == 12 * 2 * 8
+    # Each log line: the accuracy of its batches, the machine's figures (no GPU ones on a
+    # CPU), and the wall clock.
+    assert all(0 <= x["train_accuracy"] <= 1 for x in train_recs)
+    assert all(x["rss_mb"] > 10 and 0 <= x["cpu_percent"] <= 100 for x in train_recs)
+    assert not any("gpu_util_percent" in x or "gpu_allocated_mb" in x for x in train_recs)
+    walls = [x["wall"] for x in recs]
+    assert walls == sorted(walls) and walls[-1] - walls[0] <= s.seconds + 60
     html = (tmp_path / "run" / "report.html").read_text()
     for part in ("Curves", "Per-class accuracy", "Confusion matrix", "Events", "Recipe", "freeze"):
         assert part in html
     assert html.count("data:image/png;base64") >= 4
+    assert 'alt="accuracy by step: train, validation; 1 event marked"' in html
+    assert 'alt="memory (RSS) by time: process RSS, workers RSS' in html
+    assert "<th>wall-clock duration</th>" in html and "<th>last train accuracy</th>" in html
     with pytest.raises(ThresherError, match="--resume"):
         train(r, tiny_data, tmp_path / "run", progress=False, log=lambda m: None)
 

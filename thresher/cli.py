@@ -172,7 +172,12 @@ def clean(
     th = load_yaml(config, CleanThresholds) if config else None
     with _stages(["find issues", "write the report"] if report else ["find issues"]) as step:
         step(0)
-        s = run_clean(workspace, th, log=lambda m: err.print(m, markup=False, highlight=False))
+        s = run_clean(
+            workspace,
+            th,
+            log=lambda m: err.print(m, markup=False, highlight=False),
+            progress=lambda done, total, name: step(0, done, total, name),
+        )
         if report:
             step(1)
             page = html_report(workspace, progress=lambda done, total: step(1, done, total))
@@ -185,7 +190,8 @@ def clean(
 def _stages(names: list[str]):
     """A rich progress bar over a command's stages (on stderr, silent when not a terminal).
 
-    Yields step(stage, done=None, total=None): start a stage, or move its own bar.
+    Yields step(stage, done=None, total=None, what=None): start a stage, or move its own bar
+    (`what`: the part of the stage now running, shown after its name).
     """
     from rich.progress import (
         BarColumn,
@@ -206,22 +212,31 @@ def _stages(names: list[str]):
         transient=False,
         disable=not err.is_terminal,
     )
-    tasks = [
-        bar.add_task(f"clean {i + 1}/{len(names)}: {n}", total=None, start=False)
-        for i, n in enumerate(names)
-    ]
+    titles = [f"clean {i + 1}/{len(names)}: {n}" for i, n in enumerate(names)]
+    tasks = [bar.add_task(t, total=None, start=False) for t in titles]
 
-    def step(stage: int, done: int | None = None, total: int | None = None) -> None:
-        for earlier in tasks[:stage]:
-            bar.update(earlier, total=1, completed=1)
+    def step(
+        stage: int, done: int | None = None, total: int | None = None, what: str | None = None
+    ) -> None:
+        for earlier in range(stage):
+            finish(earlier)
         bar.start_task(tasks[stage])
         if total is not None:
+            totals[stage] = total
             bar.update(tasks[stage], total=total, completed=done)
+        if what is not None:
+            bar.update(tasks[stage], description=f"{titles[stage]} ({what})")
+
+    totals = [1] * len(names)
+
+    def finish(stage: int) -> None:  # "4/4" for a stage of four detectors
+        bar.update(tasks[stage], total=totals[stage], completed=totals[stage],
+                   description=titles[stage])  # fmt: skip
 
     with bar:
         yield step
-        for t in tasks:
-            bar.update(t, total=1, completed=1)
+        for stage in range(len(tasks)):
+            finish(stage)
 
 
 @app.command()
@@ -393,6 +408,28 @@ def train(
         for line in problems:
             err.print(line, markup=False, highlight=False)
     raise typer.Exit(exit_status(s))
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(
+        ..., help="Run folders (the --out of `thresher train`).", show_default=False
+    ),
+    out_file: Path = typer.Option(
+        None,
+        "--out",
+        help="The HTML file to write (default: RUN/report.html for one run, "
+        "./runs-compared.html for several).",
+    ),
+) -> None:
+    """The run report of RUN, or one page comparing RUNS: curves overlaid, recipes diffed."""
+    from thresher.train.report import compare_report, run_report
+
+    if len(runs) == 1:
+        page = run_report(runs[0], out_file)
+    else:
+        page = compare_report(runs, out_file or Path("runs-compared.html"))
+    out.print(f"report: {page}", markup=False, highlight=False)
 
 
 @app.command()
@@ -590,11 +627,16 @@ def _print_scan(s) -> None:
 
 
 def _print_clean(s) -> None:
+    from thresher.clean.report import kept_copies_note
     from thresher.issue_model import ACTIONS, BENCH_PRECISION
 
     t = Table(title="clean")
-    for col in ("issue", "files", "share", "action", "confidence", "precision on real images"):
-        t.add_column(col, justify="left" if col in ("issue", "action") else "right")
+    cols = ("issue", "files", "share", "action", "kept copies", "confidence",
+            "precision on real images")  # fmt: skip
+    widest = max(map(len, s.by_issue), default=5)  # an issue's name is never cut short
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("issue", "action") else "right",
+                     min_width=widest if col == "issue" else None)  # fmt: skip
     for kind, n in sorted(s.by_issue.items(), key=lambda kv: -kv[1]):
         conf = s.confidence.get(kind)
         bench = BENCH_PRECISION.get(kind, 1.0 if ACTIONS[kind] == "drop" else None)
@@ -603,10 +645,14 @@ def _print_clean(s) -> None:
             str(n),
             f"{100 * n / max(s.files, 1):.1f}%",
             ACTIONS[kind],
+            str(s.kept[kind]) if kind in s.kept else "",
             "" if conf is None else f"{conf:.2f}",
             "" if bench is None else f"{bench:.2f}",
         )
     out.print(t)
+    note = kept_copies_note(s.by_issue, s.kept)
+    if note:
+        out.print(note, markup=False, highlight=False)
     out.print(
         f"{100 * s.flagged_share:.1f}% of files flagged ({s.flagged} of {s.files}); "
         f"{plural(s.duplicate_groups, 'duplicate group')}; "

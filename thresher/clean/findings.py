@@ -39,6 +39,9 @@ class CleanSummary:
     confidence: dict[str, float] = field(default_factory=dict)  # kind -> mean of its rows
     review: int = 0
     duplicate_groups: int = 0
+    # Per duplicate kind, the kept copies: by_issue counts the copies only (what leaves the
+    # data), while the issue table has a row for every member, the kept copy included.
+    kept: dict[str, int] = field(default_factory=dict)
     counts_before: dict[str, int] = field(default_factory=dict)
     counts_after: dict[str, int] = field(default_factory=dict)
     imbalance_before: float = 1.0
@@ -52,13 +55,19 @@ class CleanSummary:
 
 
 def clean(
-    workspace: Path | str = DEFAULT_WORKSPACE, thresholds: CleanThresholds | None = None, log=print
+    workspace: Path | str = DEFAULT_WORKSPACE,
+    thresholds: CleanThresholds | None = None,
+    log=print,
+    progress: DetectorProgress | None = None,
 ) -> CleanSummary:
-    """Find every issue in the workspace's catalog and store the issue table; return a summary."""
+    """Find every issue in the workspace's catalog and store the issue table; return a summary.
+
+    `progress(done, total, name)` is called as each detector starts (see `find_issues`).
+    """
     th = thresholds or CleanThresholds()
     with Catalog(workspace, create=False) as cat:
         c, mm = detector_inputs(cat)
-        rows, summary = find_issues(c, mm, th, log)
+        rows, summary = find_issues(c, mm, th, log, progress)
         cat.replace_issues(rows, asdict(summary))
     return summary
 
@@ -253,11 +262,23 @@ DETECTORS: tuple[Callable[[Inputs], list[Found]], ...] = (
     detect_label_errors,
 )
 
+# progress(done, total, name): `done` detectors finished, `name` the one starting now.
+DetectorProgress = Callable[[int, int, str], None]
+
+
+def detector_name(detect: Callable) -> str:
+    """'label errors' for detect_label_errors: what a progress bar shows."""
+    return detect.__name__.removeprefix("detect_").replace("_", " ")
+
 
 def find_issues(
-    c: dict, mm, th: CleanThresholds, log=print
+    c: dict, mm, th: CleanThresholds, log=print, progress: DetectorProgress | None = None
 ) -> tuple[list[IssueRecord], CleanSummary]:
-    """Every detector over the catalog columns `c`; returns (issue rows, summary)."""
+    """Every detector over the catalog columns `c`; returns (issue rows, summary).
+
+    `progress(done, total, name)`, if given, is called once per detector, in order, as it
+    starts: label errors and duplicates take most of the time, so a bar by detector moves.
+    """
     n = len(c["id"])
     ok = c["status"] == "ok"
     has_emb = mm is not None and bool((c["has_embedding"][ok] == 1).all()) and ok.any()
@@ -268,7 +289,9 @@ def find_issues(
             "label-error check (scan with --weights to get them)"
         )
     found: list[Found] = []
-    for detect in DETECTORS:
+    for k, detect in enumerate(DETECTORS):
+        if progress:
+            progress(k, len(DETECTORS), detector_name(detect))
         found += detect(x)
 
     in_queue, doubtful = queue_files(x, found)
@@ -289,6 +312,8 @@ def find_issues(
         if count:
             s.by_issue[f.kind] = s.by_issue.get(f.kind, 0) + count
             s.confidence[f.kind] = float(np.mean(f.confidence[~keep]))
+        if f.kind in DUPLICATE_KINDS and keep.any():
+            s.kept[f.kind] = s.kept.get(f.kind, 0) + int(keep.sum())
         for k, r in enumerate(f.rows.tolist()):
             sugg = None if f.suggestion is None else f.suggestion[k]
             reason = None if f.reason is None else f.reason[k]

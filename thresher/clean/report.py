@@ -31,6 +31,7 @@ ISSUE_TABLE_COLUMNS = (
     "review",
     "decision",
     "decided_label",
+    "action",
 )
 
 
@@ -60,6 +61,15 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
             "review": pa.array([bool(r) for r in col("review")], pa.bool_()),
             "decision": pa.array(col("decision"), pa.string()),  # a person's (thresher review)
             "decided_label": pa.array(col("decided_label"), pa.string()),
+            # What export does with the row, in report.html's words: a duplicate kind's row
+            # for the kept copy says "keep (the kept copy)", the copies "drop (a copy)".
+            "action": pa.array(
+                [
+                    finding_action(r.issue, bool(r.keep), r.decision, r.decided_label)
+                    for r in rows
+                ],
+                pa.string(),
+            ),
         }
     )
 
@@ -91,6 +101,25 @@ def finding_action(issue: str, keep: bool, decision: str | None, label: str | No
     if action == "keep one":
         return "keep (the kept copy)" if keep else "drop (a copy)"
     return {"review": "review (kept until decided)"}.get(action, action)
+
+
+def kept_copies_note(by_issue: dict[str, int], kept: dict[str, int]) -> str | None:
+    """One line: why the issue table has more rows of a duplicate kind than clean counts files.
+
+    Clean counts the copies that leave the data; the issue table has a row for every member
+    of a group, its kept copy included (action "keep (the kept copy)").
+    """
+    parts = [
+        f"{kind} {by_issue.get(kind, 0)} + {n} kept = {by_issue.get(kind, 0) + n}"
+        for kind, n in kept.items()
+        if n
+    ]
+    if not parts:
+        return None
+    return (
+        "files counts the copies that leave the data; the issue table (`thresher issues`, "
+        "report.html's findings) also has a row for each group's kept copy: " + ", ".join(parts)
+    )
 
 
 def html_report(
@@ -246,13 +275,15 @@ def html_report(
     }
     packed = base64.b64encode(gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), 6))
     files = max(summary["files"], 1)
+    kept = summary.get("kept") or {}  # a catalog cleaned before it was stored: none
     issue_rows = []
     for kind, count in sorted(summary["by_issue"].items(), key=lambda kv: -kv[1]):
         conf = (summary.get("confidence") or {}).get(kind)
         bench = BENCH_PRECISION.get(kind, 1.0 if ACTIONS[kind] == "drop" else None)
         issue_rows.append(
             f"<tr><td>{kind}</td><td>{count}</td><td>{100 * count / files:.1f}%</td>"
-            f"<td>{ACTIONS[kind]}</td><td>{'' if conf is None else f'{conf:.2f}'}</td>"
+            f"<td>{ACTIONS[kind]}</td><td>{kept.get(kind, '')}</td>"
+            f"<td>{'' if conf is None else f'{conf:.2f}'}</td>"
             f"<td>{'' if bench is None else f'{bench:.2f}'}</td></tr>"
         )
     top = max(summary["counts_before"].values(), default=1)
@@ -269,6 +300,7 @@ def html_report(
         "@SHARE@": f"{100 * summary['flagged'] / files:.1f}",
         "@GROUPS@": f"{groups} duplicate group{'' if groups == 1 else 's'}",
         "@REVIEW@": str(summary["review"]),
+        "@KEPT@": html.escape(kept_copies_note(summary["by_issue"], kept) or ""),
         "@ISSUES@": "".join(issue_rows),
         "@CLASSES@": "".join(class_rows),
         "@GALLERY@": "\n".join(gallery),

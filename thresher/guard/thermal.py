@@ -31,6 +31,15 @@ class Reading:
     throttle: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class GpuUsage:
+    """How busy the GPU is: the share of time a kernel ran, and its memory in use (MiB)."""
+
+    util_percent: float
+    memory_used_mb: float
+    memory_total_mb: float
+
+
 def thermal_action(temp_c: float, paused: bool, warn_c: float, pause_c: float, resume_c: float):
     """'pause', 'resume', 'wait' (paused, still hot), 'warn' or 'ok' for one reading."""
     if paused:
@@ -77,6 +86,14 @@ class NvmlSensor:
                 reasons.append(label)
         reasons = tuple(reasons)
         return Reading(float(temp), reasons)
+
+    def usage(self) -> GpuUsage:
+        """Utilisation over NVML's last sample period and memory in use, every process's."""
+        n = self.nvml
+        util = n.nvmlDeviceGetUtilizationRates(self.handle)
+        mem = n.nvmlDeviceGetMemoryInfo(self.handle)
+        mib = 1024 * 1024
+        return GpuUsage(float(util.gpu), mem.used / mib, mem.total / mib)
 
 
 class ScriptedSensor:

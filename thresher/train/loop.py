@@ -32,8 +32,9 @@ from thresher.train.progress import ProgressBar, tb_write, tensorboard
 from thresher.train.setup import Parts, set_lr, setup
 from thresher.train.signals import StopRequest, ignore_stop_signals
 from thresher.train.state import RunState
+from thresher.train.system import SystemSampler
 
-METRICS = "metrics.jsonl"
+METRICS = metrics.FILE
 RECIPE = "recipe.yaml"
 
 
@@ -96,6 +97,7 @@ def train(
     last_log = (t0, state.images)
     stream = _batches(p, state)
     accuracy = _TrainAccuracy(device)
+    system = SystemSampler(device, log=log) if ranks.main else None  # rank 0 writes the line
     stopping = False  # the stop all ranks agreed on (a local request joins at the step's end)
     p.model.train()  # evaluate() puts it back in train mode after each evaluation
     with StopRequest(log) as stop:
@@ -138,9 +140,14 @@ def train(
                         "lr": p.opt.param_groups[0]["lr"],
                         "grad_norm": grad_v,
                         "images_per_s": (state.images - last_log[1]) / max(now - last_log[0], 1e-9),
+                        # the batches since the last line, as trained (augmented, mixed)
+                        "train_accuracy": accuracy.take_window(ranks),
                         "time": now - t0,  # this session's
                         "images": state.images,  # these two: the whole run's
                         "seconds": state.seconds,
+                        # CPU, RSS, GPU use and memory (what the machine has); metrics.append
+                        # adds the wall-clock time
+                        **(system.sample().record() if system else {}),
                     }
                     last_log = (now, state.images)
                     rec.line(line)
@@ -402,14 +409,28 @@ def _thermal_guard(g, device, log):
 
 
 class _TrainAccuracy:
-    """Correct predictions of the training batches since the last evaluation (on the device)."""
+    """Correct predictions of the training batches since the last evaluation, and since the
+    last log line (counted on the device: no sync per batch)."""
 
     def __init__(self, device):
         self.correct, self.seen = torch.zeros((), device=device, dtype=torch.long), 0
+        self.window_correct, self.window_seen = torch.zeros_like(self.correct), 0
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.correct += (logits.argmax(dim=1) == y).sum()
+        hits = (logits.argmax(dim=1) == y).sum()
+        self.correct += hits
+        self.window_correct += hits
         self.seen += len(y)
+        self.window_seen += len(y)
+
+    def take_window(self, ranks) -> float:
+        """The share right since the last log line, over every rank (read at the log line,
+        after the loss's own sync: no extra wait on the device)."""
+        correct = distributed.total(int(self.window_correct.item()), ranks)
+        seen = distributed.total(self.window_seen, ranks)
+        self.window_correct.zero_()
+        self.window_seen = 0
+        return correct / max(seen, 1)
 
     def take(self, ranks) -> float:
         correct = distributed.total(int(self.correct.item()), ranks)

@@ -1,20 +1,28 @@
 """The run's metrics file: one JSON object per line, appended and flushed as the run goes.
 
-Lines carry a `kind`: "train" (step, loss, lr, grad_norm, images_per_s), "eval" (accuracy,
-loss, per-class accuracy, confusion matrix), "event" (a guard or the loop saying what it did).
+Lines carry a `kind`: "train" (step, loss, lr, grad_norm, images_per_s, train_accuracy of
+the batches since the last line, and the machine's figures of train/system.py: cpu_percent,
+rss_mb, gpu_util_percent, ...), "eval" (accuracy, loss, train_accuracy since the last
+evaluation, per-class accuracy, confusion matrix), "event" (a guard or the loop saying what
+it did). Every line carries `wall`, the Unix time it was written: the report's clock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
+FILE = "metrics.jsonl"  # in the run folder
+
 
 def append(path: Path, record: dict) -> None:
-    """Append one record and flush it to disk (a crash keeps every line written before)."""
+    """Append one record, stamped with the wall-clock time, and flush it to disk (a crash
+    keeps every line written before)."""
+    record = record if "wall" in record else {**record, "wall": round(time.time(), 3)}
     with open(path, "a") as f:
         f.write(json.dumps(record, default=_plain) + "\n")
         f.flush()
