@@ -99,7 +99,7 @@ def run_method(method: str, folder: Path, n: int) -> dict:
         for i in range(0, len(items), 64):
             measure_files(str(folder), items[i : i + 64], VIEW_PX, 89_478_485, None)
     elif method == "decode_only":
-        from thresher.scan.decode import decode
+        from thresher.images import decode
 
         for p in files:
             decode(p.read_bytes(), VIEW_PX, 89_478_485)
@@ -134,7 +134,7 @@ def run_method(method: str, folder: Path, n: int) -> dict:
 
 def _stage_only(files) -> float:
     """Time hash+statistics on decoded views; decoding (and reading) is left out of the clock."""
-    from thresher.scan.decode import decode
+    from thresher.images import decode
     from thresher.scan.runner import measure_decoded
 
     total = 0.0
@@ -247,7 +247,7 @@ def _markdown(res: dict, n: int, cores: int) -> str:
         ("imagehash `phash` (open + full decode + hash)", "1", rate("imagehash"), "1 core"),
         ("imagededup `PHash.encode_images`", "1", dedup, "1 core"),
         (
-            "read + draft decode alone (thresher's decode.py, view >= 512 px): the ceiling",
+            "read + draft decode alone (thresher's images.py, view >= 512 px): the ceiling",
             "1",
             rate("decode_only"),
             "1 core",

@@ -14,7 +14,6 @@ most MAX_BODY_BYTES, so a page elsewhere cannot submit a form or a huge body to 
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import secrets
@@ -29,9 +28,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thresher.catalog import Catalog, EmbeddingRows
-from thresher.config import DEFAULT_WORKSPACE, ScanConfig
+from thresher.config import DEFAULT_WORKSPACE
 from thresher.errors import ThresherError
-from thresher.files import FileRefused, read_regular, readable_name
+from thresher.files import readable_name
+from thresher.images import thumbnail_jpeg
 from thresher.issue_model import ACTIONS, DUPLICATE_KINDS, GROUP_KINDS, default_fate
 from thresher.labels import label_problem
 from thresher.review.evidence import label_choices, neighbours
@@ -166,12 +166,12 @@ def make_app(
         # The same FAISS index clean's k-NN uses (IVF-PQ above 200,000 rows), built once in
         # the background; until it is ready, neighbours come from a brute-force pass.
         def build_index() -> None:
-            from thresher.clean.label_issues import knn_index
+            from thresher.knn import knn_index
 
             search["index"] = knn_index(EmbeddingRows(matrix, searchable))
 
         threading.Thread(target=build_index, name="neighbour-index", daemon=True).start()
-    images = _ImageCache(root, ScanConfig().max_image_pixels, ScanConfig().max_file_bytes)
+    images = _ImageCache(root)
     allowed_hosts = _LOOPBACK_HOSTS | ({host} if host else set())
 
     class AsciiJSON(JSONResponse):
@@ -551,30 +551,22 @@ def serve(
 class _ImageCache:
     """JPEG renditions of catalog images, decoded on demand; the last few kept in memory."""
 
-    def __init__(self, root: Path, max_pixels: int, max_bytes: int, keep: int = 64):
-        self.root, self.max_pixels, self.max_bytes, self.keep = root, max_pixels, max_bytes, keep
+    def __init__(self, root: Path, keep: int = 64):
+        self.root, self.keep = root, keep
         self._lru: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, image_id: int, rel_path: str, size: int) -> bytes | None:
-        from thresher.scan.decode import DecodeIssue, decode
-
         key = (image_id, size)
         with self._lock:
             if key in self._lru:
                 self._lru.move_to_end(key)
                 return self._lru[key]
-        try:
-            # Regular files only, size checked first: a file swapped for a FIFO or a device
-            # since the scan cannot block or exhaust a request thread.
-            data = read_regular(self.root / rel_path, self.max_bytes)
-            view = decode(data, size, self.max_pixels).view
-        except (FileRefused, DecodeIssue):
+        # Through the one safe reader: a file swapped for a FIFO or a device since the scan
+        # cannot block or exhaust a request thread.
+        data = thumbnail_jpeg(self.root / rel_path, size, quality=90)
+        if data is None:
             return None
-        view.thumbnail((size, size))
-        buf = io.BytesIO()
-        view.save(buf, "JPEG", quality=90)
-        data = buf.getvalue()
         with self._lock:
             self._lru[key] = data
             while len(self._lru) > self.keep:

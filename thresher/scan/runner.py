@@ -30,8 +30,8 @@ from thresher.catalog import Catalog
 from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
 from thresher.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular, readable_name
+from thresher.images import DecodeIssue, decode
 from thresher.scan import hashes, quality
-from thresher.scan.decode import DecodeIssue, decode
 from thresher.sources import Entry, list_entries, resolve_source
 
 # Statuses worth another try even when the file looks unchanged (the cause may be transient).
