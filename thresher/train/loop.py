@@ -393,9 +393,9 @@ def _thermal_guard(g, device, log):
             log(f"thermal guard off: NVML unavailable ({e})")
             return None
     else:
-        from thresher.data.transforms import load_callable
+        from thresher.loading import load_object
 
-        sensor = load_callable(g.thermal_sensor)()
+        sensor = load_object(g.thermal_sensor, "thermal_sensor")()
     return ThermalGuard(
         sensor, g.thermal_warn_c, g.thermal_pause_c, g.thermal_resume_c, g.thermal_poll_s
     )
