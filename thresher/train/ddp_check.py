@@ -48,6 +48,7 @@ import torch
 from thresher.config import Recipe
 from thresher.devices import default_device
 from thresher.errors import ThresherError
+from thresher.files import atomic_write
 from thresher.loading import load_object
 from thresher.train.distributed import Ranks
 from thresher.train.setup import THRESHER, Pieces, set_lr, setup  # noqa: F401 - THRESHER: --setup's default
@@ -539,9 +540,8 @@ def _rank_main(work: Path) -> None:
     rec = first_step(
         Recipe(**spec["recipe"]), spec["data"], _load_setup(spec["setup"]), rank, world
     )
-    tmp = work / f"rank{rank}.pt.tmp"
-    torch.save(rec, tmp)
-    os.replace(tmp, work / f"rank{rank}.pt")
+    with atomic_write(work / f"rank{rank}.pt") as f:
+        torch.save(rec, f)
 
 
 if __name__ == "__main__":
