@@ -56,7 +56,8 @@ def run_batches_ray(
         raise ThresherError(
             "--engine ray needs Ray: pip install 'thresher[ray]' (here and on every node)"
         ) from None
-    from thresher.scan.runner import Progress, batch_args, commit_rows
+    from thresher.progress import ProgressBar
+    from thresher.scan.runner import batch_args, commit_rows
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -84,7 +85,7 @@ def run_batches_ray(
         concurrency=n_actors,
         num_cpus=1,
     )
-    bar = Progress(len(todo), progress)
+    bar = ProgressBar("scan", len(todo), progress, rate_unit="img/s")
     try:
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
             for blob in batch["result"]:

@@ -31,6 +31,7 @@ from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
 from thresher.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular, readable_name
 from thresher.images import DecodeIssue, decode
+from thresher.progress import ProgressBar
 from thresher.scan import hashes, quality
 from thresher.sources import Entry, list_entries, resolve_source
 
@@ -295,7 +296,7 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
         return True
     args = batch_args(root, todo, cfg, model)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = Progress(len(todo), progress)
+    bar = ProgressBar("scan", len(todo), progress, rate_unit="img/s")
 
     def commit(result):
         rows, emb = embed_measured(model, result, cfg.embed_batch_size)
@@ -455,44 +456,3 @@ def _entry_row(e: Entry) -> dict:
 
 def _issue_row(e: Entry, status: str, reason: str) -> dict:
     return {**_entry_row(e), "status": status, "reason": reason}
-
-
-class Progress:
-    """A rich progress bar (images/s, ETA) that stays silent when not wanted."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.p = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress(
-            TextColumn("scan"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),  # stdout stays for results
-        )
-        self.p.start()
-        self.task = self.p.add_task("scan", total=total, rate="")
-
-    def advance(self, n: int) -> None:
-        if self.p:
-            self.p.advance(self.task, n)
-            speed = self.p.tasks[0].speed
-            self.p.update(self.task, rate=f"{speed:.0f} img/s" if speed else "")
-
-    def close(self) -> None:
-        if self.p:
-            self.p.stop()
