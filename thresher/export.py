@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from thresher._callable import make_callable
 from thresher.catalog import Catalog
 from thresher.clean import imbalance
 from thresher.config import DEFAULT_WORKSPACE, ExportPolicy
@@ -343,7 +342,3 @@ def _link_tree(dst: Path, table, how: str) -> None:
                 raise
             hint = " (another file system? use --link symlink)" if how == "hardlink" else ""
             raise ThresherError(f"cannot {how} {path}: {e.strerror or e}{hint}") from None
-
-
-# `thresher.export(...)` exports although thresher.export is this module (thresher/_callable.py).
-make_callable(__name__, "thresher.export:export")
