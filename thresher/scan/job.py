@@ -16,6 +16,7 @@ import numpy as np
 from thresher.catalog import Catalog
 from thresher.config import ScanConfig
 from thresher.progress import ProgressBar
+from thresher.scan.embed import Embedder
 from thresher.scan.measure import FileBatch
 from thresher.sources import Entry
 
@@ -50,7 +51,7 @@ class ScanJob:
     root: Path
     todo: list[Entry]
     config: ScanConfig
-    model: object | None  # a scan.embed.Embedder, or None: no embeddings
+    model: Embedder | None  # None: no embeddings
     summary: ScanSummary
     log: Callable[[str], None]
     workers: int | None = None  # None: every core; 0: in this process
