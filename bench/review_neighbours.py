@@ -5,7 +5,7 @@
 Random L2-normalised float16 embeddings in a memory-mapped .npy of MobileNetV2's width (1280),
 as the catalog stores them. Measured: one brute-force pass over the memmap (what
 `thresher review` answers with while its index builds), the background build of the FAISS
-index (clean.label_issues.knn_index: IVF-PQ above 200,000 rows), and one query on it.
+index (thresher.knn.knn_index: IVF-PQ above 200,000 rows), and one query on it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     from scan import _write_section
 
     from thresher.catalog import EmbeddingRows
-    from thresher.clean.label_issues import knn_index
+    from thresher.knn import knn_index
     from thresher.review.evidence import neighbours
 
     ap = argparse.ArgumentParser()

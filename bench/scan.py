@@ -8,7 +8,7 @@ Each method runs in its own subprocess (so its peak RSS is its own), on one core
 - imagededup:     PHash().encode_images(dir, num_enc_workers=0)
 - decode only:    read + thresher's draft decode, nothing else: the ceiling for the rest
 - thresher file:  thresher's per-file work on one core: read, SHA-256, draft decode, pHash,
-                  dHash, blank statistics, effective resolution (scan.runner.measure_files)
+                  dHash, blank statistics, effective resolution (scan.measure.measure_files)
 - thresher stage: the hash+statistics stage alone, on views decoded beforehand (not timed)
 - thresher scan:  `thresher.scan` end to end on every core, catalog commits included
 - embed:          the embedding stage alone (MobileNetV2, real ImageNet weights), on every core
@@ -93,13 +93,13 @@ def run_method(method: str, folder: Path, n: int) -> dict:
         t0 = time.perf_counter()
         PHash(verbose=False).encode_images(str(sub), num_enc_workers=0)
     elif method == "thresher_file":
-        from thresher.scan.runner import measure_files
+        from thresher.scan.measure import FileBatch, measure_files
 
         items = [(p.name, None, None, None) for p in files]
         for i in range(0, len(items), 64):
-            measure_files(str(folder), items[i : i + 64], VIEW_PX, 89_478_485, None)
+            measure_files(FileBatch(str(folder), items[i : i + 64], VIEW_PX, 89_478_485, None))
     elif method == "decode_only":
-        from thresher.scan.decode import decode
+        from thresher.images import decode
 
         for p in files:
             decode(p.read_bytes(), VIEW_PX, 89_478_485)
@@ -134,8 +134,8 @@ def run_method(method: str, folder: Path, n: int) -> dict:
 
 def _stage_only(files) -> float:
     """Time hash+statistics on decoded views; decoding (and reading) is left out of the clock."""
-    from thresher.scan.decode import decode
-    from thresher.scan.runner import measure_decoded
+    from thresher.images import decode
+    from thresher.scan.measure import measure_decoded
 
     total = 0.0
     for i in range(0, len(files), 64):
@@ -247,7 +247,7 @@ def _markdown(res: dict, n: int, cores: int) -> str:
         ("imagehash `phash` (open + full decode + hash)", "1", rate("imagehash"), "1 core"),
         ("imagededup `PHash.encode_images`", "1", dedup, "1 core"),
         (
-            "read + draft decode alone (thresher's decode.py, view >= 512 px): the ceiling",
+            "read + draft decode alone (thresher's images.py, view >= 512 px): the ceiling",
             "1",
             rate("decode_only"),
             "1 core",

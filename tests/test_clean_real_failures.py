@@ -17,8 +17,8 @@ from thresher.clean.findings import detector_inputs, find_issues
 from thresher.clean.review_queue import ranked_queue
 from thresher.config import CleanThresholds
 from thresher.export import orphaned_groups
+from thresher.images import decode
 from thresher.scan import quality
-from thresher.scan.decode import decode
 from thresher.scan.runner import scan
 
 TH = CleanThresholds()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from thresher.scan.decode import DecodeIssue, decode
+from thresher.images import DecodeIssue, decode
 
 LIMIT = 89_478_485
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from thresher.catalog import Catalog
 from thresher.demo import draw_object
-from thresher.scan.decode import decode
+from thresher.images import decode
 from thresher.scan.embed import EmbedderUnavailable, embed_batch, load_embedder
 from thresher.scan.runner import scan
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from thresher.bits import hamming
 from thresher.demo import draw_object
 from thresher.scan import hashes
 
@@ -54,7 +55,7 @@ def test_batched_phash_equals_one_at_a_time():
     [(0, 0, 0), (0, 0xFFFFFFFFFFFFFFFF, 64), (0b1011, 0b0001, 2), (1 << 63, 0, 1)],
 )
 def test_hamming(a, b, expected):
-    assert hashes.hamming(np.uint64(a), np.uint64(b)) == expected
+    assert hamming(np.uint64(a), np.uint64(b)) == expected
 
 
 def test_checksum_distinguishes_bytes():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from thresher import knn
 from thresher.clean import label_issues as li
 
 
@@ -56,6 +57,6 @@ def test_works_on_a_float16_memmap_in_small_batches(tmp_path, monkeypatch):
 def test_large_inputs_use_an_ivf_index_with_the_same_verdicts(monkeypatch):
     x, given, truth = _clusters(n_per=300, classes=4, seed=3)
     exact = li.knn_probs(x, given, 4)
-    monkeypatch.setattr(li, "EXACT_KNN_UP_TO", 100)  # take the approximate path
+    monkeypatch.setattr(knn, "EXACT_KNN_UP_TO", 100)  # take the approximate path
     approx = li.knn_probs(x, given, 4)
     assert (approx.argmax(axis=1) == exact.argmax(axis=1)).mean() > 0.97

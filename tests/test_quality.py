@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from thresher.demo import draw_object
+from thresher.images import decode
 from thresher.scan import quality
-from thresher.scan.decode import decode
 
 
 def _view(im: Image.Image, view_px=512):

@@ -44,7 +44,7 @@ def test_nearest_finds_the_most_similar_rows_across_chunks(monkeypatch):
 
 def test_neighbours_from_the_index_match_the_brute_force_pass():
     from thresher.catalog import EmbeddingRows
-    from thresher.clean.label_issues import knn_index
+    from thresher.knn import knn_index
     from thresher.review.evidence import neighbours
 
     rng = np.random.default_rng(1)

@@ -256,16 +256,19 @@ def test_user_transforms_and_local_weights(tmp_path):
     import timm
     from PIL import Image as PILImage
 
-    from thresher.data.transforms import load_callable, train_transform
+    from thresher.data.transforms import train_transform
+    from thresher.loading import load_object
     from thresher.train.model import create_model
 
     tf = train_transform(Recipe(image_size=32, user_transform="PIL.ImageOps:autocontrast"))
     x = tf(PILImage.new("RGB", (50, 40), (90, 100, 110)))
     assert tuple(x.shape) == (3, 32, 32)
-    with pytest.raises(ThresherError, match="cannot be loaded"):
-        load_callable("PIL.ImageOps:no_such_thing")
-    with pytest.raises(ThresherError, match="module:callable"):
-        load_callable("autocontrast")
+    with pytest.raises(ThresherError, match="user_transform 'PIL.ImageOps:no_such_th"):
+        train_transform(Recipe(image_size=32, user_transform="PIL.ImageOps:no_such_thing"))
+    with pytest.raises(ThresherError, match="user_transform must be 'module:callable'"):
+        train_transform(Recipe(image_size=32, user_transform="autocontrast"))
+    with pytest.raises(ThresherError, match="thermal_sensor 'PIL.Image:MAX_IMAGE_PIXELS' is not"):
+        load_object("PIL.Image:MAX_IMAGE_PIXELS", "thermal_sensor")
     # A local state dict with another head: the backbone loads, the classifier stays fresh.
     donor = timm.create_model("resnet10t", num_classes=7)
     torch.save(donor.state_dict(), tmp_path / "w.pth")

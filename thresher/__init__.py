@@ -12,17 +12,17 @@ Every CLI command is a function here, for notebooks and scripts:
     thresher.train("recipe.yaml", data="./export", out="./runs/r1")
     thresher.demo(out="./demo-crawl")
 
-torch is imported only when a function needs it (embeddings).
+torch is imported only when a function needs it (embeddings, training).
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import sys
+import types
 
-# Six commands share their names with the module that holds them, made callable (see
-# thresher/_callable.py): `thresher.scan(...)`, `thresher.clean(...)`,
-# `thresher.review(...)`, `thresher.export(...)`, `thresher.train(...)`, `thresher.demo(...)`.
-from thresher import clean, demo, export, review, scan, train  # noqa: E402
+from thresher.api import COMMANDS, clean, demo, export, review, scan, train
+
+__version__ = "0.1.0"
 
 __all__ = [
     "scan",
@@ -54,3 +54,31 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'thresher' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The package `thresher`, whose six command names stay functions when their stage loads.
+
+    Importing `thresher.scan` (the package) sets the attribute `thresher.scan` to it, which
+    would hide the function `thresher.scan`. Instead the function keeps its place and takes
+    the package's namespace as its own attributes, so `thresher.scan.runner`, `import
+    thresher.scan.runner as r` and monkeypatching `thresher.scan.runner.x` all still work.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        command = COMMANDS.get(name)
+        if command is not None and isinstance(value, types.ModuleType):
+            command.__dict__ = value.__dict__
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+# Load the stage packages as before, so each command already carries its package's contents.
+import thresher.clean  # noqa: E402, F401
+import thresher.demo  # noqa: E402, F401
+import thresher.export  # noqa: E402, F401
+import thresher.review  # noqa: E402, F401
+import thresher.scan  # noqa: E402, F401
+import thresher.train  # noqa: E402, F401

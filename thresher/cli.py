@@ -292,14 +292,10 @@ def export(
     ),
 ) -> None:
     """Write the clean, balanced manifest: issues and review decisions applied, split, weighted."""
-    from thresher.config import ExportPolicy, load_yaml
+    from thresher.config import ExportPolicy
     from thresher.export import export as run_export
 
-    p = load_yaml(policy, ExportPolicy) if policy else ExportPolicy()
-    overrides = {"val_fraction": val_fraction, "seed": seed}
-    p = _config(
-        ExportPolicy, **{**p.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
-    )
+    p = _yaml_with_flags(ExportPolicy, policy, val_fraction=val_fraction, seed=seed)
     s = run_export(workspace, out_dir, p, link, log=lambda m: err.print(m, markup=False))
     t = Table(title="export: classes")
     for col in ("class", "before", "train", "val", "weight"):
@@ -554,15 +550,13 @@ def cost(
     (thresher/cost.py RATES, with sources), scaled to the model by FLOPs. Every price is an
     input: see --options.
     """
-    from thresher.config import CostPlan, load_yaml
+    from thresher.config import CostPlan
     from thresher.cost import RATES, format_hours
     from thresher.cost import cost as run_cost
     from thresher.cost import measure as run_measure
 
-    p = load_yaml(options, CostPlan) if options else CostPlan()
-    given = dict(images=images, epochs=epochs, steps=steps, batch_size=batch_size, model=model,
-                 image_size=image_size)  # fmt: skip
-    p = _config(CostPlan, **{**p.model_dump(), **{k: v for k, v in given.items() if v is not None}})
+    p = _yaml_with_flags(CostPlan, options, images=images, epochs=epochs, steps=steps,
+                         batch_size=batch_size, model=model, image_size=image_size)  # fmt: skip
     if not amortise:
         p = p.model_copy(
             update={"options": [o.model_copy(update={"purchase_price_per_gpu": 0.0})
@@ -596,6 +590,19 @@ def cost(
     if used and (p.model, p.image_size) != ("resnet50", 224):
         out.print(f"rates scaled to {p.model} at {p.image_size} px by forward FLOPs "
                   "(an estimate: --measure on the GPU itself is better)")  # fmt: skip
+
+
+def _yaml_with_flags(schema, path: Path | None, /, **flags):
+    """SCHEMA read from the YAML file at PATH (or its defaults), each flag given laid over it.
+
+    A flag left at None was not given and keeps the file's value; a bad value either way is
+    one line naming the key.
+    """
+    from thresher.config import load_yaml
+
+    base = load_yaml(path, schema) if path else schema()
+    given = {k: v for k, v in flags.items() if v is not None}
+    return _config(schema, **{**base.model_dump(), **given})
 
 
 def _config(schema, /, **values):

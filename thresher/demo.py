@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from thresher._callable import make_callable
 from thresher.issue_model import DUPLICATE_KINDS
 
 CLASSES = {"circle": 90, "square": 60, "triangle": 40, "star": 22, "cross": 12}  # imbalanced
@@ -440,7 +439,3 @@ def compare_with_truth(cat, truths: list[Truth]) -> list[Finding]:
         )
     )
     return rows
-
-
-# `thresher.demo(...)` runs the demo although thresher.demo is this module (thresher/_callable.py).
-make_callable(__name__, "thresher.demo:demo")

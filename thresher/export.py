@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from thresher._callable import make_callable
 from thresher.catalog import Catalog
 from thresher.clean import imbalance
 from thresher.config import DEFAULT_WORKSPACE, ExportPolicy
 from thresher.data.split import group_stratified_split
 from thresher.errors import ThresherError
-from thresher.files import is_utf8_name, readable_name
+from thresher.files import fsync_dir, is_utf8_name, readable_name
 from thresher.issue_model import ACTIONS, GROUP_KINDS
 from thresher.labels import label_problem
 
@@ -284,7 +283,7 @@ def _write_folder(out: Path, write) -> None:
                 os.replace(out, old)
             os.replace(new, out)
             shutil.rmtree(old, ignore_errors=True)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except OSError as e:
         shutil.rmtree(new, ignore_errors=True)
         raise ThresherError(
@@ -309,19 +308,6 @@ def _exchange(a: Path, b: Path) -> bool:
     except (OSError, AttributeError):
         return False
     return rc == 0
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _parquet(table, path) -> None:
@@ -356,7 +342,3 @@ def _link_tree(dst: Path, table, how: str) -> None:
                 raise
             hint = " (another file system? use --link symlink)" if how == "hardlink" else ""
             raise ThresherError(f"cannot {how} {path}: {e.strerror or e}{hint}") from None
-
-
-# `thresher.export(...)` exports although thresher.export is this module (thresher/_callable.py).
-make_callable(__name__, "thresher.export:export")

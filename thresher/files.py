@@ -11,7 +11,8 @@ dataset) reads through `read_regular`, so the rule lives in one place:
 
 A refusal is a `FileRefused` with a catalog status and a reason that never quotes the file's
 content. Also here: how a file name that is not valid UTF-8 (kept losslessly in Python's
-surrogate-escaped form) is shown to a person.
+surrogate-escaped form) is shown to a person, and the one way a file is written all or
+nothing (`atomic_write`: checkpoints, metrics, the rank records of ddp-check).
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 # Larger than any photo or scan a crawl holds (a 100 MP 16-bit TIFF is ~600 MB uncompressed,
 # but crawled files are compressed); small enough that a worker never holds gigabytes.
@@ -104,3 +108,39 @@ def is_utf8_name(name: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+@contextmanager
+def atomic_write(path: Path | str) -> Iterator[BinaryIO]:
+    """Write PATH all or nothing: yield a temporary file beside it, then rename it over PATH.
+
+    The data is fsynced before the rename and the folder after it, so a crash or a power cut
+    leaves the old file or the new one, never half of one. On an error the temporary file is
+    removed and PATH is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path | str) -> None:
+    """Make a rename in `folder` durable (best effort: some file systems cannot fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from thresher.scan.hashes import hamming
+from thresher.bits import hamming
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ many labels to doubt per class from the estimated noise; the score of a flagged 
 
 Memory is bounded for millions of rows: embeddings are read in batches (a memmap is fine), the
 probe trains on at most `max_train` rows per fold, and FAISS searches in batches (an IVF index
-above EXACT_KNN_UP_TO rows; bench/label_errors_1m.py measures 1,000,000).
+above thresher.knn.EXACT_KNN_UP_TO rows; bench/label_errors_1m.py measures 1,000,000).
 
 When it is wrong: classes the backbone cannot tell apart (two dog breeds for an ImageNet
 model trained without them) look like label noise between them; and a class that is mostly
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from thresher.knn import float32_rows, knn_index
+
 _BATCH = 16384
 
 
@@ -35,10 +37,6 @@ class LabelResult:
     confidence: np.ndarray
     suggested: np.ndarray
     probs: np.ndarray  # (N, C) averaged out-of-sample class probabilities
-
-
-def _rows(embeddings, idx) -> np.ndarray:
-    return np.ascontiguousarray(embeddings[idx], dtype=np.float32)
 
 
 def probe_probs(
@@ -72,42 +70,12 @@ def probe_probs(
         if len(train) > max_train:
             train = np.sort(rng.choice(train, max_train, replace=False))
         model = LogisticRegression(max_iter=1000, C=1.0)
-        model.fit(_rows(embeddings, train), labels[train])
+        model.fit(float32_rows(embeddings, train), labels[train])
         test = np.nonzero(fold == f)[0]
         for s in range(0, len(test), _BATCH):
             t = test[s : s + _BATCH]
-            out[np.ix_(t, model.classes_)] = model.predict_proba(_rows(embeddings, t))
+            out[np.ix_(t, model.classes_)] = model.predict_proba(float32_rows(embeddings, t))
     return out
-
-
-EXACT_KNN_UP_TO = 200_000  # above, an IVF index: exact search over N x N is hours at 1M
-
-
-def knn_index(embeddings, seed: int = 0):
-    """A FAISS inner-product index over the rows of `embeddings` (index position = row).
-
-    Exact up to EXACT_KNN_UP_TO rows; above, inverted lists (~4 sqrt(N) clusters, 8 probed per
-    query) over product-quantised codes of 32 bytes a vector, whatever the dimension: the
-    index stays ~32 MB per million rows instead of a float32 copy (5 GB at 1280-d).
-    """
-    import faiss
-
-    n, dim = embeddings.shape
-    if n <= EXACT_KNN_UP_TO:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        m = max(d for d in range(1, 33) if dim % d == 0)
-        nbits = int(min(8, np.log2(max(n // 40, 2))))
-        index = faiss.IndexIVFPQ(
-            faiss.IndexFlatIP(dim), dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT
-        )
-        sample = np.sort(np.random.default_rng(seed).choice(n, min(n, 40 * nlist), replace=False))
-        index.train(_rows(embeddings, sample))
-        index.nprobe = 8
-    for s in range(0, n, _BATCH):
-        index.add(_rows(embeddings, np.arange(s, min(n, s + _BATCH))))
-    return index
 
 
 def knn_probs(
@@ -133,7 +101,7 @@ def knn_probs(
     out = np.zeros((n, n_classes), dtype=np.float32)
     for s in range(0, n, _BATCH):
         q = np.arange(s, min(n, s + _BATCH))
-        sims, ids = index.search(_rows(embeddings, q), kk)
+        sims, ids = index.search(float32_rows(embeddings, q), kk)
         # Leave the image out; IVF may return -1 where a list ran short.
         w = np.where((ids == q[:, None]) | (ids < 0), 0.0, np.maximum(sims, 0.0))
         if g is not None:
@@ -155,7 +123,7 @@ def centroid_probs(
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     for s in range(0, n, _BATCH):
         idx = np.arange(s, min(n, s + _BATCH))
-        np.add.at(sums, labels[idx], _rows(embeddings, idx))
+        np.add.at(sums, labels[idx], float32_rows(embeddings, idx))
     # Cosine to a mean is cosine to a sum, so one matrix product per batch does every class;
     # the own class is then corrected to the sum without the row itself.
     sum_sq = np.einsum("cd,cd->c", sums, sums)
@@ -163,7 +131,7 @@ def centroid_probs(
     out = np.zeros((n, n_classes), dtype=np.float32)
     for s in range(0, n, _BATCH):
         idx = np.arange(s, min(n, s + _BATCH))
-        x = _rows(embeddings, idx).astype(np.float64)
+        x = float32_rows(embeddings, idx).astype(np.float64)
         dots = x @ sums.T
         sims = np.where(sum_norm > 0, dots / np.maximum(sum_norm, 1e-12), -1.0)
         y = labels[idx]

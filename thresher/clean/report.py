@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import gzip
 import html
-import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from thresher.catalog import Catalog
 from thresher.config import DEFAULT_WORKSPACE
 from thresher.errors import ThresherError
-from thresher.files import FileRefused, read_regular, readable_name
+from thresher.files import readable_name
 from thresher.issue_model import ACTIONS, BENCH_PRECISION, DUPLICATE_KINDS
 
 ISSUE_TABLE_COLUMNS = (
@@ -137,7 +136,7 @@ def html_report(
     rest load lazily from the files themselves (on the machine that holds them). `progress`,
     if given, is called with (done, total) as the thumbnails are made.
     """
-    from thresher.scan.decode import DecodeIssue, decode
+    from thresher.images import thumbnail_jpeg
 
     workspace = Path(workspace)
     out = Path(out) if out else workspace / "report.html"
@@ -152,14 +151,10 @@ def html_report(
     scan_reason = dict(zip(scanned["id"].tolist(), scanned["reason"].tolist(), strict=True))
 
     def thumb(path: str) -> str | None:
-        try:
-            view = decode(read_regular(root / path), 256, 89_478_485).view
-        except (FileRefused, DecodeIssue):
+        jpeg = thumbnail_jpeg(root / path, 256, quality=80)
+        if jpeg is None:
             return None
-        view.thumbnail((256, 256))
-        buf = io.BytesIO()
-        view.convert("RGB").save(buf, "JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
     # Column-wise, with repeated strings as indices into small tables: a third of the bytes
     # of one object per row, before gzip.

@@ -48,7 +48,7 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     The global position is the place in the epoch's whole list, whichever rank draws it: a
     sample gets the same crop at any world size (what `thresher ddp-check` compares).
     """
-    from thresher.data.split import splitmix64
+    from thresher.bits import splitmix64
 
     h = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(epoch))
     return (splitmix64(h ^ np.asarray(positions, dtype=np.uint64)) >> np.uint64(1)).astype(np.int64)

@@ -84,7 +84,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def _load(self, index: int) -> tuple:
         """(decoded view, row it came from): the row is `index` unless that file is unreadable."""
-        from thresher.scan.decode import DecodeIssue, decode
+        from thresher.images import DecodeIssue, decode
 
         for k in range(len(self.paths)):
             i = (index + k) % len(self.paths)

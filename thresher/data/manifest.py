@@ -121,14 +121,15 @@ def load_manifest(data: Path | str, probe: bool = True) -> Manifest:
 
 def _probe_images(manifest: Path, paths: np.ndarray) -> None:
     """One line when none of the first files is an image (all missing, or /etc/passwd)."""
+    from thresher.config import ScanConfig
     from thresher.files import FileRefused, read_regular
-    from thresher.scan.decode import DecodeIssue, decode
+    from thresher.images import DecodeIssue, decode
 
     first = None
     for raw in paths[:_PROBE_FILES]:
         path = raw.decode()
         try:
-            decode(read_regular(path), 64, 89_478_485)
+            decode(read_regular(path), 64, ScanConfig().max_image_pixels)
             return
         except (FileRefused, DecodeIssue) as e:
             first = first or f"{path}: {e}"

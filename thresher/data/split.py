@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """A fast, well-mixed 64-bit hash of each value (Steele et al.'s SplitMix64 finaliser)."""
-    with np.errstate(over="ignore"):  # the arithmetic is modulo 2**64 on purpose
-        z = np.asarray(x, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+from thresher.bits import splitmix64
 
 
 def group_stratified_split(

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 import torch
 from torchvision.transforms import v2
 
 from thresher.config import Recipe
-from thresher.errors import ThresherError
+from thresher.loading import load_object
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def load_callable(spec: str):
-    """'package.module:name' -> the object; a clear error when it is not there."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
-        raise ThresherError(f"user_transform must be 'module:callable', not {spec!r}")
-    try:
-        obj = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as e:
-        raise ThresherError(f"user_transform {spec!r} cannot be loaded: {e}") from None
-    if not callable(obj):
-        raise ThresherError(f"user_transform {spec!r} is not callable")
-    return obj
 
 
 class UserTransformError(Exception):
@@ -61,7 +45,8 @@ def train_transform(recipe: Recipe):
         j = recipe.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     if recipe.user_transform:
-        steps.append(UserTransform(load_callable(recipe.user_transform), recipe.user_transform))
+        user = load_object(recipe.user_transform, "user_transform")
+        steps.append(UserTransform(user, recipe.user_transform))
     return v2.Compose([*steps, *_to_tensor()])
 
 

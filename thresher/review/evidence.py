@@ -42,7 +42,7 @@ def neighbours(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest neighbours of image `image_id` among `ids`: (ids, similarities).
 
-    `index` is a FAISS index over the rows of `ids` (clean.label_issues.knn_index); while it
+    `index` is a FAISS index over the rows of `ids` (thresher.knn.knn_index); while it
     is None (still being built), the search is brute force over the memmap.
     """
     query = np.asarray(matrix[image_id], dtype=np.float32)

@@ -14,7 +14,6 @@ most MAX_BODY_BYTES, so a page elsewhere cannot submit a form or a huge body to 
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import secrets
@@ -23,16 +22,21 @@ import threading
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from thresher.catalog import Catalog, EmbeddingRows
-from thresher.config import DEFAULT_WORKSPACE, ScanConfig
+from thresher.config import DEFAULT_WORKSPACE
 from thresher.errors import ThresherError
-from thresher.files import FileRefused, read_regular, readable_name
+from thresher.files import readable_name
+from thresher.images import thumbnail_jpeg
 from thresher.issue_model import ACTIONS, DUPLICATE_KINDS, GROUP_KINDS, default_fate
+from thresher.knn import knn_index
 from thresher.labels import label_problem
 from thresher.review.evidence import label_choices, neighbours
 from thresher.review.groups import orphan_refusal
@@ -134,222 +138,57 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_app(
-    workspace: Path | str = DEFAULT_WORKSPACE,
-    token: str | None = None,
-    loopback=True,
-    host: str | None = None,
-):
-    """The review app over WORKSPACE's catalog (run `thresher clean` first).
+class AsciiJSON(JSONResponse):
+    """JSON in ASCII: a label or file name that is not UTF-8 survives the round trip.
 
-    With `loopback`, only requests whose Host is localhost or `host` (the address served,
-    127.0.0.2 say) are answered.
+    Such names are held with surrogate escapes; ASCII JSON writes those as \\udcXX escapes
+    instead of failing, and a label sent back the same way decodes to the very same string.
     """
-    from fastapi import FastAPI, HTTPException, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-    cat = Catalog(workspace, create=False)
-    summary = cat.get_meta("clean_summary")
-    if summary is None:
-        cat.close()
-        raise ThresherError(f"no review queue in {workspace} yet: run `thresher clean` first")
-    root = Path(cat.get_meta("source")["root"])
-    col = cat.columns(["id", "path", "label", "status", "has_embedding"])
-    ok = col["status"] == "ok"
-    searchable = col["id"][ok & (col["has_embedding"] == 1)]
-    matrix = cat.embeddings() if len(searchable) else None
-    class_counts: dict[str, int] = summary.get("counts_after") or summary["counts_before"]
-    lock = threading.Lock()  # one catalog connection, many request threads
-    search: dict = {"index": None}
-    if matrix is not None:
-        # The same FAISS index clean's k-NN uses (IVF-PQ above 200,000 rows), built once in
-        # the background; until it is ready, neighbours come from a brute-force pass.
-        def build_index() -> None:
-            from thresher.clean.label_issues import knn_index
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
 
-            search["index"] = knn_index(EmbeddingRows(matrix, searchable))
 
-        threading.Thread(target=build_index, name="neighbour-index", daemon=True).start()
-    images = _ImageCache(root, ScanConfig().max_image_pixels, ScanConfig().max_file_bytes)
-    allowed_hosts = _LOOPBACK_HOSTS | ({host} if host else set())
+class ReviewState:
+    """What every route shares: the catalog behind one lock, its columns, the neighbour index,
+    the image cache, and who may ask (token, loopback hosts)."""
 
-    class AsciiJSON(JSONResponse):
-        # A label or file name that is not UTF-8 is held with surrogate escapes; ASCII JSON
-        # writes those as \udcXX escapes instead of failing, and a label sent back the same
-        # way decodes to the very same string, so nothing is lost on the round trip.
-        def render(self, content) -> bytes:
-            return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+    def __init__(self, workspace: Path | str, token: str | None, loopback: bool, host: str | None):
+        cat = Catalog(workspace, create=False)
+        summary = cat.get_meta("clean_summary")
+        if summary is None:
+            cat.close()
+            raise ThresherError(f"no review queue in {workspace} yet: run `thresher clean` first")
+        self.cat = cat
+        self.token, self.loopback = token, loopback
+        self.allowed_hosts = _LOOPBACK_HOSTS | ({host} if host else set())
+        self.col = cat.columns(["id", "path", "label", "status", "has_embedding"])
+        ok = self.col["status"] == "ok"
+        self.searchable = self.col["id"][ok & (self.col["has_embedding"] == 1)]
+        self.matrix = cat.embeddings() if len(self.searchable) else None
+        self.class_counts: dict[str, int] = summary.get("counts_after") or summary["counts_before"]
+        self.lock = threading.Lock()  # one catalog connection, many request threads
+        self.index = None  # the FAISS index, once built; until then a brute-force pass
+        self.images = _ImageCache(Path(cat.get_meta("source")["root"]))
+        if self.matrix is not None:
+            # The same FAISS index clean's k-NN uses (IVF-PQ above 200,000 rows), built once
+            # in the background; until it is ready, neighbours come from a brute-force pass.
+            threading.Thread(target=self._build_index, name="neighbour-index", daemon=True).start()
 
-    app = FastAPI(
-        title="thresher review",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        default_response_class=AsciiJSON,
-    )
-    app.state.catalog = cat
+    def _build_index(self) -> None:
+        self.index = knn_index(EmbeddingRows(self.matrix, self.searchable))
 
-    def row_of(image_id: int) -> int:
-        i = int(np.searchsorted(col["id"], image_id))
-        if i >= len(col["id"]) or col["id"][i] != image_id:
+    def row_of(self, image_id: int) -> int:
+        """The row of `image_id` in the columns; 404 when the catalog has no such image."""
+        i = int(np.searchsorted(self.col["id"], image_id))
+        if i >= len(self.col["id"]) or self.col["id"][i] != image_id:
             raise HTTPException(404, f"no image with id {image_id} in the catalog")
         return i
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        response = await _checked(request, call_next)
-        response.headers.update(_HEADERS)  # on every answer, a 401 or 403 included
-        return response
-
-    async def _checked(request: Request, call_next):
-        if loopback and _host_name(request.headers.get("host", "")) not in allowed_hosts:
-            # A page elsewhere that rebinds its DNS name to 127.0.0.1 must not reach the API.
-            return JSONResponse({"error": "this server answers to localhost only"}, 403)
-        refusal = _cross_site_refusal(request)
-        if refusal:
-            return JSONResponse({"error": refusal.why}, refusal.status)
-        given = None
-        if token:
-            given = (
-                request.headers.get(TOKEN_HEADER)
-                or request.query_params.get("token")
-                or request.cookies.get(TOKEN_COOKIE)
-            )
-            if not given or not secrets.compare_digest(given.encode(), token.encode()):
-                return JSONResponse(
-                    {"error": "a valid token is required: open the URL that review printed"}, 401
-                )
-        if token and request.url.path == "/" and request.query_params.get("token"):
-            # Trade the token in the URL for a cookie, so it leaves the address bar and history.
-            response = RedirectResponse("/", 303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return response
-        return await call_next(request)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": _describe(exc.errors())}, 422)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"error": exc.detail}, exc.status_code)
-
-    @app.get("/", response_class=HTMLResponse)
-    def page():
-        return HTMLResponse(_asset("page.html"), headers={"Cache-Control": "no-store"})
-
-    @app.get("/{name}", include_in_schema=False)
-    def asset(name: str):
-        if name == "favicon.ico":
-            return Response(status_code=204)
-        if name not in _ASSETS:
-            raise HTTPException(404, "not found")
-        return Response(_asset(name), media_type=_ASSETS[name])
-
-    @app.get("/api/queue")
-    def queue(issue: str | None = None, label: str | None = None):
-        with lock:
-            rows = cat.review_queue()
-        issues_count: dict[str, int] = {}
-        labels_count: dict[str, int] = {}
-        items = []
-        for image_id, _path, lab, kinds, decision, decided_label in rows:
-            kinds = kinds.split(",")
-            for k in kinds:
-                issues_count[k] = issues_count.get(k, 0) + 1
-            lab = readable_name(lab or "")  # JSON holds UTF-8 only
-            labels_count[lab] = labels_count.get(lab, 0) + 1
-            if (issue and issue not in kinds) or (label is not None and lab != label):
-                continue
-            items.append({"id": image_id, "decision": decision, "decided_label": decided_label})
-        return {
-            "total": len(rows),
-            "decided": sum(1 for r in rows if r[4]),
-            "items": items,
-            "issues": dict(sorted(issues_count.items(), key=lambda kv: -kv[1])),
-            "labels": dict(sorted(labels_count.items())),
-            "classes": sorted(class_counts),
-        }
-
-    @app.get("/api/items/{image_id}")
-    def item(image_id: int):
-        r = row_of(image_id)
-        with lock:
-            meta = cat.image(image_id)
-            issue_rows = cat.issues([image_id])
-        first = issue_rows[0] if issue_rows else None
-        decision = (first.decision, first.decided_label) if first else (None, None)
-        issues = [
-            {
-                "issue": x.issue,
-                "confidence": x.confidence,
-                "group": x.grp,
-                "keep": bool(x.keep),
-                # label_conflict suggests the kept copy's label: never the file's own.
-                "suggested_label": None
-                if x.suggested_label == meta["label"]
-                else x.suggested_label,
-                "reason": x.reason,
-            }
-            for x in sorted(issue_rows, key=lambda x: -x.confidence)
-        ]
-        kinds = [(x.issue, bool(x.keep)) for x in issue_rows]
-        in_group = any(x.issue in DUPLICATE_KINDS for x in issue_rows)
-        near = []
-        if matrix is not None and col["has_embedding"][r] == 1:
-            ids, sims = neighbours(search["index"], matrix, searchable, image_id, NEIGHBOURS)
-            near = [
-                {"id": int(i), "label": col["label"][row_of(int(i))], "similarity": float(s)}
-                for i, s in zip(ids, sims, strict=True)
-            ]
-        group = next((x["group"] for x in issues if x["issue"] in GROUP_KINDS), None)
-        if group is not None:
-            members = group_view(group)["members"]
-            same = next(m["same_pixels_as"] for m in members if m["id"] == image_id)
-            for x in issues:
-                if x["issue"] == "exact_duplicate" and not x["keep"] and same:
-                    x["reason"] = f"same pixels as {same}"
-            evidence = {
-                "kind": "duplicates",
-                "group": group,
-                "title": f"its duplicate group ({len(members)} files, kept copy first; g compares)",
-                "items": [m for m in members if m["id"] != image_id],
-            }
-        else:
-            evidence = {
-                "kind": "neighbours",
-                "title": "its nearest neighbours" if near else "no embeddings: no neighbours",
-                "items": near,
-            }
-        return {
-            "id": image_id,
-            "path": readable_name(meta["path"]),
-            "name": readable_name(_name(meta["path"])),
-            "label": meta["label"] and readable_name(meta["label"]),
-            "width": meta["width"],
-            "height": meta["height"],
-            "size_bytes": meta["size_bytes"],
-            "format": meta["format"],
-            "status": meta["status"],
-            "decision": decision[0],
-            "decided_label": decision[1],
-            "issues": issues,
-            "choices": label_choices(
-                meta["label"],
-                [x["suggested_label"] for x in issues],
-                [n["label"] for n in near],
-                class_counts,
-            ),
-            "evidence": evidence,
-            "group": group,
-            "fate": fate_text(kinds, any(k and x in DUPLICATE_KINDS for x, k in kinds)),
-            "in_group": in_group,
-        }
-
-    def group_view(group: int) -> dict:
+    def group_view(self, group: int) -> dict:
         """The members of one duplicate group with what tells them apart, kept copy first."""
-        with lock:
+        cat = self.cat
+        with self.lock:
             members = cat.group_members(group)
             if not members:
                 raise HTTPException(404, f"no duplicate group {group}")
@@ -401,10 +240,10 @@ def make_app(
         differs = [f for f in fields if len({str(x[f]) for x in out}) > 1]
         return {"group": group, "members": out, "differs": differs, "issues": by_member}
 
-    def refuse_orphan(group_ids, after: dict) -> None:
+    def refuse_orphan(self, group_ids, after: dict) -> None:
         """409 when `after` (member -> decision) would leave a group with no copy."""
         for g in group_ids:
-            view = group_view(g)
+            view = self.group_view(g)
             before = {
                 m["id"]: m["decision"] and (m["decision"], m["decided_label"])
                 for m in view["members"]
@@ -414,85 +253,288 @@ def make_app(
             if why:
                 raise HTTPException(409, why)
 
-    def groups_of(image_id: int) -> list[int]:
-        with lock:
-            rows = cat.issues([image_id])
+    def groups_of(self, image_id: int) -> list[int]:
+        """The duplicate groups `image_id` belongs to."""
+        with self.lock:
+            rows = self.cat.issues([image_id])
         return sorted({x.grp for x in rows if x.issue in DUPLICATE_KINDS and x.grp is not None})
 
-    @app.get("/api/groups/{group}")
-    def group_api(group: int):
-        view = group_view(group)
-        return {k: v for k, v in view.items() if k != "issues"}
 
-    @app.post("/api/groups/{group}")
-    def decide_group(group: int, body: GroupDecisionIn):
-        view = group_view(group)
-        ids = [m["id"] for m in view["members"]]
-        if body.action == "keep_one" and body.image_id not in ids:
-            raise HTTPException(422, f"image {body.image_id} is not in duplicate group {group}")
-        if body.action == "keep_one":
-            after = {m: ("keep", None) if m == body.image_id else ("drop", None) for m in ids}
-        elif body.action == "not_copies":
-            after = {m: ("keep", None) for m in ids}
-        elif body.action == "drop_all":
-            after = {m: ("drop", None) for m in ids}
-        else:
-            after = {}
-            for p in body.previous:
-                if p.image_id not in ids:
-                    raise HTTPException(
-                        422, f"image {p.image_id} is not in duplicate group {group}"
-                    )
-                after[p.image_id] = None if p.decision is None else (p.decision, p.label)
-            refuse_orphan([group], after)
-        previous = []
-        with lock:
-            for m, d in after.items():
-                old = cat.undecide(m) if d is None else cat.decide(m, d[0], d[1])
-                previous.append(
-                    {"image_id": m, "decision": old and old[0], "label": old and old[1]}
-                )
-            total, decided = cat.review_progress()
-        return {
-            "group": group,
-            "action": body.action,
-            "previous": previous,
-            "total": total,
-            "decided": decided,
-        }
+def _state(request: Request) -> ReviewState:
+    return request.app.state.review
 
-    @app.get("/api/images/{image_id}")
-    def image(image_id: int, size: int = Query(1280, ge=32, le=4096)):
-        r = row_of(image_id)
-        if col["status"][r] != "ok":
-            raise HTTPException(404, f"image {image_id} has no pixels ({col['status'][r]})")
-        data = images.get(image_id, col["path"][r], size)
-        if data is None:
-            raise HTTPException(404, f"image {image_id} cannot be read any more")
-        return Response(
-            data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
-        )
 
-    @app.post("/api/decisions")
-    def decide(body: DecisionIn):
-        row_of(body.image_id)
-        if body.decision == "drop":
-            refuse_orphan(groups_of(body.image_id), {body.image_id: ("drop", None)})
-        with lock:
-            previous = cat.decide(body.image_id, body.decision, body.label)
-            total, decided = cat.review_progress()
-        return {**body.model_dump(), **_previous(previous), "total": total, "decided": decided}
+State = Annotated[ReviewState, Depends(_state)]
 
-    @app.delete("/api/decisions/{image_id}")
-    def undecide(image_id: int):
-        row_of(image_id)
-        refuse_orphan(groups_of(image_id), {image_id: None})
-        with lock:
-            previous = cat.undecide(image_id)
-            total, decided = cat.review_progress()
-        return {"image_id": image_id, **_previous(previous), "total": total, "decided": decided}
 
+def make_app(
+    workspace: Path | str = DEFAULT_WORKSPACE,
+    token: str | None = None,
+    loopback=True,
+    host: str | None = None,
+):
+    """The review app over WORKSPACE's catalog (run `thresher clean` first).
+
+    With `loopback`, only requests whose Host is localhost or `host` (the address served,
+    127.0.0.2 say) are answered.
+    """
+    state = ReviewState(workspace, token, loopback, host)
+    app = FastAPI(
+        title="thresher review",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=AsciiJSON,
+    )
+    app.state.review = state
+    app.state.catalog = state.cat
+    app.middleware("http")(guard)
+    app.exception_handler(RequestValidationError)(bad_request)
+    app.exception_handler(HTTPException)(http_error)
+    app.get("/", response_class=HTMLResponse)(page)
+    app.get("/{name}", include_in_schema=False)(asset)
+    app.get("/api/queue")(queue)
+    app.get("/api/items/{image_id}")(item)
+    app.get("/api/groups/{group}")(group_api)
+    app.post("/api/groups/{group}")(decide_group)
+    app.get("/api/images/{image_id}")(image)
+    app.post("/api/decisions")(decide)
+    app.delete("/api/decisions/{image_id}")(undecide)
     return app
+
+
+async def guard(request: Request, call_next):
+    """Every request: host, cross-site and token checks; the security headers on every answer."""
+    response = await _checked(request.app.state.review, request, call_next)
+    response.headers.update(_HEADERS)  # on every answer, a 401 or 403 included
+    return response
+
+
+async def _checked(state: ReviewState, request: Request, call_next):
+    token = state.token
+    if state.loopback and _host_name(request.headers.get("host", "")) not in state.allowed_hosts:
+        # A page elsewhere that rebinds its DNS name to 127.0.0.1 must not reach the API.
+        return JSONResponse({"error": "this server answers to localhost only"}, 403)
+    refusal = _cross_site_refusal(request)
+    if refusal:
+        return JSONResponse({"error": refusal.why}, refusal.status)
+    given = None
+    if token:
+        given = (
+            request.headers.get(TOKEN_HEADER)
+            or request.query_params.get("token")
+            or request.cookies.get(TOKEN_COOKIE)
+        )
+        if not given or not secrets.compare_digest(given.encode(), token.encode()):
+            return JSONResponse(
+                {"error": "a valid token is required: open the URL that review printed"}, 401
+            )
+    if token and request.url.path == "/" and request.query_params.get("token"):
+        # Trade the token in the URL for a cookie, so it leaves the address bar and history.
+        response = RedirectResponse("/", 303)
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+    return await call_next(request)
+
+
+async def bad_request(request: Request, exc: RequestValidationError):
+    """A request the API cannot parse: 422 with one line naming each bad field."""
+    return JSONResponse({"error": _describe(exc.errors())}, 422)
+
+
+async def http_error(request: Request, exc: HTTPException):
+    """Errors as {"error": ...}, like every other answer."""
+    return JSONResponse({"error": exc.detail}, exc.status_code)
+
+
+def page():
+    """The review page."""
+    return HTMLResponse(_asset("page.html"), headers={"Cache-Control": "no-store"})
+
+
+def asset(name: str):
+    """The page's script and style sheet; nothing else by name."""
+    if name == "favicon.ico":
+        return Response(status_code=204)
+    if name not in _ASSETS:
+        raise HTTPException(404, "not found")
+    return Response(_asset(name), media_type=_ASSETS[name])
+
+
+def queue(state: State, issue: str | None = None, label: str | None = None):
+    """The review queue in order, filtered by issue and label, with the counts of each."""
+    with state.lock:
+        rows = state.cat.review_queue()
+    issues_count: dict[str, int] = {}
+    labels_count: dict[str, int] = {}
+    items = []
+    for image_id, _path, lab, kinds, decision, decided_label in rows:
+        kinds = kinds.split(",")
+        for k in kinds:
+            issues_count[k] = issues_count.get(k, 0) + 1
+        lab = readable_name(lab or "")  # JSON holds UTF-8 only
+        labels_count[lab] = labels_count.get(lab, 0) + 1
+        if (issue and issue not in kinds) or (label is not None and lab != label):
+            continue
+        items.append({"id": image_id, "decision": decision, "decided_label": decided_label})
+    return {
+        "total": len(rows),
+        "decided": sum(1 for r in rows if r[4]),
+        "items": items,
+        "issues": dict(sorted(issues_count.items(), key=lambda kv: -kv[1])),
+        "labels": dict(sorted(labels_count.items())),
+        "classes": sorted(state.class_counts),
+    }
+
+
+def item(state: State, image_id: int):
+    """One queued file: its facts, issues, decision, the labels to offer and its evidence."""
+    col = state.col
+    r = state.row_of(image_id)
+    with state.lock:
+        meta = state.cat.image(image_id)
+        issue_rows = state.cat.issues([image_id])
+    first = issue_rows[0] if issue_rows else None
+    decision = (first.decision, first.decided_label) if first else (None, None)
+    issues = [
+        {
+            "issue": x.issue,
+            "confidence": x.confidence,
+            "group": x.grp,
+            "keep": bool(x.keep),
+            # label_conflict suggests the kept copy's label: never the file's own.
+            "suggested_label": None if x.suggested_label == meta["label"] else x.suggested_label,
+            "reason": x.reason,
+        }
+        for x in sorted(issue_rows, key=lambda x: -x.confidence)
+    ]
+    kinds = [(x.issue, bool(x.keep)) for x in issue_rows]
+    in_group = any(x.issue in DUPLICATE_KINDS for x in issue_rows)
+    near = []
+    if state.matrix is not None and col["has_embedding"][r] == 1:
+        ids, sims = neighbours(state.index, state.matrix, state.searchable, image_id, NEIGHBOURS)
+        near = [
+            {"id": int(i), "label": col["label"][state.row_of(int(i))], "similarity": float(s)}
+            for i, s in zip(ids, sims, strict=True)
+        ]
+    group = next((x["group"] for x in issues if x["issue"] in GROUP_KINDS), None)
+    if group is not None:
+        members = state.group_view(group)["members"]
+        same = next(m["same_pixels_as"] for m in members if m["id"] == image_id)
+        for x in issues:
+            if x["issue"] == "exact_duplicate" and not x["keep"] and same:
+                x["reason"] = f"same pixels as {same}"
+        evidence = {
+            "kind": "duplicates",
+            "group": group,
+            "title": f"its duplicate group ({len(members)} files, kept copy first; g compares)",
+            "items": [m for m in members if m["id"] != image_id],
+        }
+    else:
+        evidence = {
+            "kind": "neighbours",
+            "title": "its nearest neighbours" if near else "no embeddings: no neighbours",
+            "items": near,
+        }
+    return {
+        "id": image_id,
+        "path": readable_name(meta["path"]),
+        "name": readable_name(_name(meta["path"])),
+        "label": meta["label"] and readable_name(meta["label"]),
+        "width": meta["width"],
+        "height": meta["height"],
+        "size_bytes": meta["size_bytes"],
+        "format": meta["format"],
+        "status": meta["status"],
+        "decision": decision[0],
+        "decided_label": decision[1],
+        "issues": issues,
+        "choices": label_choices(
+            meta["label"],
+            [x["suggested_label"] for x in issues],
+            [n["label"] for n in near],
+            state.class_counts,
+        ),
+        "evidence": evidence,
+        "group": group,
+        "fate": fate_text(kinds, any(k and x in DUPLICATE_KINDS for x, k in kinds)),
+        "in_group": in_group,
+    }
+
+
+def group_api(state: State, group: int):
+    """One duplicate group's members, kept copy first, and which facts differ."""
+    view = state.group_view(group)
+    return {k: v for k, v in view.items() if k != "issues"}
+
+
+def decide_group(state: State, group: int, body: GroupDecisionIn):
+    """One decision about a whole duplicate group; answers what each member had before."""
+    view = state.group_view(group)
+    ids = [m["id"] for m in view["members"]]
+    if body.action == "keep_one" and body.image_id not in ids:
+        raise HTTPException(422, f"image {body.image_id} is not in duplicate group {group}")
+    if body.action == "keep_one":
+        after = {m: ("keep", None) if m == body.image_id else ("drop", None) for m in ids}
+    elif body.action == "not_copies":
+        after = {m: ("keep", None) for m in ids}
+    elif body.action == "drop_all":
+        after = {m: ("drop", None) for m in ids}
+    else:
+        after = {}
+        for p in body.previous:
+            if p.image_id not in ids:
+                raise HTTPException(422, f"image {p.image_id} is not in duplicate group {group}")
+            after[p.image_id] = None if p.decision is None else (p.decision, p.label)
+        state.refuse_orphan([group], after)
+    previous = []
+    with state.lock:
+        for m, d in after.items():
+            old = state.cat.undecide(m) if d is None else state.cat.decide(m, d[0], d[1])
+            previous.append({"image_id": m, "decision": old and old[0], "label": old and old[1]})
+        total, decided = state.cat.review_progress()
+    return {
+        "group": group,
+        "action": body.action,
+        "previous": previous,
+        "total": total,
+        "decided": decided,
+    }
+
+
+def image(state: State, image_id: int, size: int = Query(1280, ge=32, le=4096)):
+    """The pixels of a catalogued image, by id only, as a JPEG of at most `size` px."""
+    r = state.row_of(image_id)
+    col = state.col
+    if col["status"][r] != "ok":
+        raise HTTPException(404, f"image {image_id} has no pixels ({col['status'][r]})")
+    data = state.images.get(image_id, col["path"][r], size)
+    if data is None:
+        raise HTTPException(404, f"image {image_id} cannot be read any more")
+    return Response(
+        data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+    )
+
+
+def decide(state: State, body: DecisionIn):
+    """Keep, drop or relabel one file, committed before the answer."""
+    state.row_of(body.image_id)
+    if body.decision == "drop":
+        state.refuse_orphan(state.groups_of(body.image_id), {body.image_id: ("drop", None)})
+    with state.lock:
+        previous = state.cat.decide(body.image_id, body.decision, body.label)
+        total, decided = state.cat.review_progress()
+    return {**body.model_dump(), **_previous(previous), "total": total, "decided": decided}
+
+
+def undecide(state: State, image_id: int):
+    """Take back one file's decision (the page's undo)."""
+    state.row_of(image_id)
+    state.refuse_orphan(state.groups_of(image_id), {image_id: None})
+    with state.lock:
+        previous = state.cat.undecide(image_id)
+        total, decided = state.cat.review_progress()
+    return {"image_id": image_id, **_previous(previous), "total": total, "decided": decided}
 
 
 def serve(
@@ -551,30 +593,22 @@ def serve(
 class _ImageCache:
     """JPEG renditions of catalog images, decoded on demand; the last few kept in memory."""
 
-    def __init__(self, root: Path, max_pixels: int, max_bytes: int, keep: int = 64):
-        self.root, self.max_pixels, self.max_bytes, self.keep = root, max_pixels, max_bytes, keep
+    def __init__(self, root: Path, keep: int = 64):
+        self.root, self.keep = root, keep
         self._lru: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, image_id: int, rel_path: str, size: int) -> bytes | None:
-        from thresher.scan.decode import DecodeIssue, decode
-
         key = (image_id, size)
         with self._lock:
             if key in self._lru:
                 self._lru.move_to_end(key)
                 return self._lru[key]
-        try:
-            # Regular files only, size checked first: a file swapped for a FIFO or a device
-            # since the scan cannot block or exhaust a request thread.
-            data = read_regular(self.root / rel_path, self.max_bytes)
-            view = decode(data, size, self.max_pixels).view
-        except (FileRefused, DecodeIssue):
+        # Through the one safe reader: a file swapped for a FIFO or a device since the scan
+        # cannot block or exhaust a request thread.
+        data = thumbnail_jpeg(self.root / rel_path, size, quality=90)
+        if data is None:
             return None
-        view.thumbnail((size, size))
-        buf = io.BytesIO()
-        view.save(buf, "JPEG", quality=90)
-        data = buf.getvalue()
         with self._lock:
             self._lru[key] = data
             while len(self._lru) > self.keep:

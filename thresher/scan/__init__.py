@@ -1,9 +1,4 @@
-"""Decode once, measure everything: decode, hashes, quality, embed, and the runner driving them.
+"""Decode once, measure everything: hashes, quality, embed, the per-batch worker, the runner.
 
-Calling the package runs the scan: `thresher.scan(source, workspace, ...)` is
-`thresher.scan.runner.scan`.
+`thresher.scan(source, workspace, ...)` (thresher/api.py) runs `thresher.scan.runner.scan`.
 """
-
-from thresher._callable import make_callable
-
-make_callable(__name__, "thresher.scan.runner:scan")

@@ -20,6 +20,8 @@ import pickle
 import numpy as np
 
 from thresher.errors import ThresherError
+from thresher.scan.job import ScanJob
+from thresher.scan.measure import embed_measured, measure_files
 
 
 class _MeasureAndEmbed:
@@ -34,20 +36,17 @@ class _MeasureAndEmbed:
         self.embed_batch_size = embed_batch_size
 
     def __call__(self, batch: dict) -> dict:
-        from thresher.scan.runner import embed_measured, measure_files
-
         out = []
         for blob in batch["args"]:
-            result = measure_files(*pickle.loads(blob))
-            out.append(pickle.dumps(embed_measured(self.model, result, self.embed_batch_size)))
+            measured = measure_files(pickle.loads(blob))
+            emb = embed_measured(self.model, measured, self.embed_batch_size)
+            out.append(pickle.dumps((measured.rows, emb)))
         return {"result": np.array(out, dtype=object)}
 
 
-def run_batches_ray(
-    cat, root, todo, cfg, model, weights, workers, address, progress, summary, log
-) -> bool:
-    """Measure and embed `todo` on Ray and commit each batch; False if interrupted (Ctrl-C)."""
-    if not todo:
+def run_ray(job: ScanJob) -> bool:
+    """Measure and embed the job's batches on Ray and commit each; False if interrupted."""
+    if not job.todo:
         return True
     try:
         import ray
@@ -56,45 +55,41 @@ def run_batches_ray(
         raise ThresherError(
             "--engine ray needs Ray: pip install 'thresher[ray]' (here and on every node)"
         ) from None
-    from thresher.scan.runner import Progress, batch_args, commit_rows
 
     started_here = not ray.is_initialized()
     if started_here:
+        address, workers = job.address, job.workers
         kwargs = dict(address=address, include_dashboard=False, log_to_driver=False)
         if address is None:  # a local Ray for this scan, kept small
             kwargs.update(num_cpus=workers or os.cpu_count() or 1,
                           object_store_memory=256 * 2**20)  # fmt: skip
-        log(f"ray: {'joining ' + address if address else 'starting a local Ray'}")
+        job.log(f"ray: {'joining ' + address if address else 'starting a local Ray'}")
         ray.init(**kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts committed files, theirs running tasks
     ctx.execution_options.preserve_order = False
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    n_actors = max(1, min(workers or cpus, cpus))
-    args = [pickle.dumps(a) for a in batch_args(root, todo, cfg, model)]
+    n_actors = max(1, min(job.workers or cpus, cpus))
+    args = [pickle.dumps(b) for b in job.file_batches()]
     ds = ray.data.from_items([{"args": a} for a in args], override_num_blocks=len(args))
     ds = ds.map_batches(
         _MeasureAndEmbed,
         batch_size=1,
         fn_constructor_kwargs={
-            "embedder": model.spec if model is not None else None,
-            "weights": str(weights) if weights else None,
-            "embed_batch_size": cfg.embed_batch_size,
+            "embedder": job.model.spec if job.model is not None else None,
+            "weights": str(job.weights) if job.weights else None,
+            "embed_batch_size": job.config.embed_batch_size,
         },
         concurrency=n_actors,
         num_cpus=1,
     )
-    bar = Progress(len(todo), progress)
     try:
         for batch in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
             for blob in batch["result"]:
-                rows, emb = pickle.loads(blob)
-                commit_rows(cat, rows, emb, summary, bar)
+                job.commit(*pickle.loads(blob))
         return True
     except KeyboardInterrupt:
-        log(f"interrupted: {summary.scanned} files committed; run the same command to resume")
-        return False
+        return job.interrupted()
     finally:
-        bar.close()
         if started_here:
             ray.shutdown()

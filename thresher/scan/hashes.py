@@ -83,9 +83,3 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 def to_hex(h: np.uint64 | int) -> str:
     """The 16-digit hex form imagehash prints (`str(imagehash.phash(img))`)."""
     return f"{int(np.uint64(h)):016x}"
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
-    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-    return np.bitwise_count(x).astype(np.int64)

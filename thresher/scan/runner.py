@@ -4,9 +4,11 @@ Resumable by construction: a file is skipped when the catalog already holds it w
 size and mtime, and every finished batch is one transaction. Killed at any moment, a rerun
 redoes at most the batches that were in flight.
 
-Work split: worker processes read, checksum, decode, hash and measure (Pillow, numpy, scipy;
-no torch). The main process embeds the prepared thumbnails (torch) and writes the catalog, so
-there is one writer and the workers stay light to start.
+Work split: worker processes read, checksum, decode, hash and measure (scan/measure.py:
+Pillow, numpy, scipy; no torch). The main process embeds the prepared thumbnails (torch) and
+writes the catalog (scan/job.py), so there is one writer and the workers stay light to start.
+This module lists the source, decides what to measure and runs the local engine; the Ray
+engine (scan/cluster.py) takes the same ScanJob.
 """
 
 from __future__ import annotations
@@ -20,18 +22,15 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from thresher.catalog import Catalog
 from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError
-from thresher.files import DEFAULT_MAX_FILE_BYTES, FileRefused, read_regular, readable_name
-from thresher.scan import hashes, quality
-from thresher.scan.decode import DecodeIssue, decode
+from thresher.files import readable_name
+from thresher.progress import ProgressBar
+from thresher.scan.job import ScanJob, ScanSummary
+from thresher.scan.measure import Measured, embed_measured, measure_files
 from thresher.sources import Entry, list_entries, resolve_source
 
 # Statuses worth another try even when the file looks unchanged (the cause may be transient).
@@ -76,28 +75,6 @@ def disk_full(e: BaseException) -> bool:
         msg = str(e).lower()
         return "disk is full" in msg or "disk i/o error" in msg
     return False
-
-
-@dataclass
-class ScanSummary:
-    """What a scan did; `statuses` counts the whole catalog after the scan."""
-
-    source: str
-    workspace: str
-    files: int = 0
-    scanned: int = 0
-    unchanged: int = 0
-    relabelled: int = 0  # unchanged files whose label changed (manifest edited)
-    aliases: int = 0
-    newly_missing: int = 0
-    embedded: int = 0
-    embedder: str | None = None
-    embed_note: str | None = None
-    skipped_extensions: dict[str, int] = field(default_factory=dict)
-    unreadable_dirs: list[str] = field(default_factory=list)  # folders that could not be listed
-    statuses: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    interrupted: bool = False
 
 
 def scan(
@@ -193,14 +170,21 @@ def scan(
             cat.write_scanned(issues)
             summary.scanned += len(issues)
 
-        if engine == "ray":
-            from thresher.scan.cluster import run_batches_ray
+        job = ScanJob(
+            cat=cat, root=src.root, todo=todo, config=cfg, model=model, summary=summary, log=log,
+            workers=workers, weights=weights, address=address,
+        )  # fmt: skip
+        if todo:
+            job.bar = ProgressBar("scan", len(todo), progress, rate_unit="img/s")
+        try:
+            if engine == "ray":
+                from thresher.scan.cluster import run_ray
 
-            done = run_batches_ray(
-                cat, src.root, todo, cfg, model, weights, workers, address, progress, summary, log
-            )
-        else:
-            done = _run_batches(cat, src.root, todo, cfg, model, workers, progress, summary, log)
+                done = run_ray(job)
+            else:
+                done = _run_local(job)
+        finally:
+            job.bar.close()
         summary.interrupted = not done
         if aliases and not summary.interrupted:
             cat.write_aliases([(_entry_row(e), e.alias_of) for e in aliases])
@@ -259,52 +243,20 @@ def _needs_scan(e: Entry, k, embedding: bool) -> bool:
     return embedding and k.status == "ok" and not k.has_embedding
 
 
-def batch_args(root, todo: list[Entry], cfg: ScanConfig, model) -> list[tuple]:
-    """The arguments of `measure_files` for each batch of `todo` (either engine)."""
-    side = model.input_side if model else None
-    return [
-        (
-            str(root),
-            [(e.path, e.label, e.size_bytes, e.mtime_ns) for e in todo[i : i + cfg.batch_size]],
-            cfg.view_px,
-            cfg.max_image_pixels,
-            side,
-            cfg.max_file_bytes,
-        )
-        for i in range(0, len(todo), cfg.batch_size)
-    ]
-
-
-def embed_measured(model, result, batch_size: int) -> tuple[list[dict], np.ndarray | None]:
-    """A measured batch's rows and their embeddings (NaN rows for files that did not decode)."""
-    rows, pixels, ok_index = result
-    if model is None or not len(ok_index):
-        return rows, None
-    from thresher.scan.embed import embed_batch
-
-    emb = np.full((len(rows), model.dim), np.nan, dtype=np.float32)
-    for i in range(0, len(ok_index), batch_size):
-        sl = slice(i, i + batch_size)
-        emb[ok_index[sl]] = embed_batch(model, pixels[sl])
-    return rows, emb
-
-
-def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -> bool:
-    """Measure `todo` in batches and commit each; False if interrupted (Ctrl-C)."""
-    if not todo:
+def _run_local(job: ScanJob) -> bool:
+    """Measure the job's batches in worker processes and commit each; False if interrupted."""
+    if not job.todo:
         return True
-    args = batch_args(root, todo, cfg, model)
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
-    bar = Progress(len(todo), progress)
+    batches = job.file_batches()
+    n_workers = (os.cpu_count() or 1) if job.workers is None else job.workers
 
-    def commit(result):
-        rows, emb = embed_measured(model, result, cfg.embed_batch_size)
-        commit_rows(cat, rows, emb, summary, bar)
+    def commit(measured: Measured) -> None:
+        job.commit(measured.rows, embed_measured(job.model, measured, job.config.embed_batch_size))
 
     try:
         if n_workers == 0:
-            for a in args:
-                commit(measure_files(*a))
+            for b in batches:
+                commit(measure_files(b))
             return True
         # spawn, not fork: the main process may hold torch's thread pools, which fork breaks.
         ctx = mp.get_context("spawn")
@@ -315,11 +267,11 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
             initargs=(os.getpid(),),
         ) as pool:
             pending = set()
-            queue = iter(args)
+            queue = iter(batches)
             try:
                 # Bounded in-flight work keeps memory flat whatever the crawl size.
-                for a in queue:
-                    pending.add(pool.submit(measure_files, *a))
+                for b in queue:
+                    pending.add(pool.submit(measure_files, b))
                     if len(pending) >= 2 * n_workers:
                         break
                 while pending:
@@ -328,7 +280,7 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
                         commit(fut.result())
                         nxt = next(queue, None)
                         if nxt is not None:
-                            pending.add(pool.submit(measure_files, *nxt))
+                            pending.add(pool.submit(measure_files, nxt))
             except KeyboardInterrupt:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -339,15 +291,12 @@ def _run_batches(cat, root, todo, cfg, model, workers, progress, summary, log) -
                 raise
         return True
     except KeyboardInterrupt:
-        log(f"interrupted: {summary.scanned} files committed; run the same command to resume")
-        return False
+        return job.interrupted()
     except BrokenProcessPool:
         raise ThresherError(
-            f"a scan worker process died ({summary.scanned} files committed, nothing lost): "
+            f"a scan worker process died ({job.summary.scanned} files committed, nothing lost): "
             "rerun to resume; --workers 0 scans in one process if it keeps happening"
         ) from None
-    finally:
-        bar.close()
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -360,139 +309,9 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         p.join(timeout=10)
 
 
-def commit_rows(cat, rows: list[dict], emb, summary: ScanSummary, bar) -> None:
-    """One batch into the catalog: one transaction (either engine)."""
-    cat.write_scanned(rows, emb)
-    summary.scanned += len(rows)
-    if emb is not None:
-        summary.embedded += int(np.isfinite(emb[:, 0]).sum())
-    bar.advance(len(rows))
-
-
-def measure_files(
-    root: str,
-    items,
-    view_px: int,
-    max_image_pixels: int,
-    embed_side: int | None,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-):
-    """Worker: read, decode and measure a batch of files; pure of any catalog access.
-
-    Files are read through `read_regular`: regular files only, the size checked before a
-    byte is read (a larger one is `oversized`), so no file can block or exhaust a worker.
-
-    Returns (rows, embed_pixels, ok_index): one dict per file for the catalog, the
-    (n_ok, side, side, 3) uint8 thumbnails to embed, and which rows they belong to.
-    """
-    rows, decoded, ok_rows = [], [], []
-    for path, label, size, mtime in items:
-        row = {"path": path, "label": label, "size_bytes": size, "mtime_ns": mtime}
-        rows.append(row)
-        try:
-            data = read_regular(os.path.join(root, path), max_file_bytes)
-        except FileRefused as e:
-            row.update(status=e.status, reason=e.reason)
-            continue
-        row["size_bytes"] = len(data)
-        row["checksum"] = hashes.checksum(data)
-        try:
-            d = decode(data, view_px, max_image_pixels)
-        except DecodeIssue as issue:
-            row.update(status=issue.status, reason=issue.reason, **issue.facts)
-            continue
-        row.update(
-            status="ok", reason=None, format=d.format, mode=d.mode, width=d.width, height=d.height
-        )
-        decoded.append(d)
-        ok_rows.append(len(rows) - 1)
-    measures, pixels = measure_decoded(decoded, embed_side)
-    for i, m in zip(ok_rows, measures, strict=True):
-        rows[i].update(m)
-    return rows, pixels, np.array(ok_rows if embed_side else [], dtype=np.int64)
-
-
-def measure_decoded(decoded: list, embed_side: int | None = None) -> tuple[list[dict], np.ndarray]:
-    """The hash+statistics stage: hashes, blank statistics, effective resolution per view.
-
-    Per image only the cheap thumbnails are made; hashes and statistics run once per batch.
-    Returns one dict of catalog columns per view, and the embedding thumbnails (or none).
-    """
-    if not decoded:
-        return [], np.zeros((0, 1, 1, 3), np.uint8)
-    t32, t98, thumbs, pix, slopes_eff, pixel_sums = [], [], [], [], [], []
-    for d in decoded:
-        small = hashes.hash_view(d.view)
-        pixel_sums.append(hashes.pixel_checksum(small, d.width, d.height))
-        a, b = hashes.hash_thumbnails(small.convert("L"))
-        t32.append(a)
-        t98.append(b)
-        thumbs.append(quality.stats_thumbnail(small))
-        slopes_eff.append(quality.effective_short_side(d.view, min(d.width, d.height)))
-        if embed_side:
-            src = small if min(small.size) >= embed_side else d.view
-            pix.append(np.asarray(src.resize((embed_side, embed_side), Image.Resampling.BILINEAR)))
-    ph = hashes.phash(np.stack(t32)).view(np.int64)
-    dh = hashes.dhash(np.stack(t98)).view(np.int64)
-    stats = quality.pixel_stats(np.stack(thumbs))
-    measures = [
-        {
-            "pixel_checksum": pixel_sums[j],
-            "phash": int(ph[j]),
-            "dhash": int(dh[j]),
-            **{k: float(v[j]) for k, v in stats.items()},
-            "blur_slope": slopes_eff[j][0],
-            "effective_short_side": slopes_eff[j][1],
-        }
-        for j in range(len(decoded))
-    ]
-    return measures, (np.stack(pix) if pix else np.zeros((0, 1, 1, 3), np.uint8))
-
-
 def _entry_row(e: Entry) -> dict:
     return {"path": e.path, "label": e.label, "size_bytes": e.size_bytes, "mtime_ns": e.mtime_ns}
 
 
 def _issue_row(e: Entry, status: str, reason: str) -> dict:
     return {**_entry_row(e), "status": status, "reason": reason}
-
-
-class Progress:
-    """A rich progress bar (images/s, ETA) that stays silent when not wanted."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.p = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress(
-            TextColumn("scan"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),  # stdout stays for results
-        )
-        self.p.start()
-        self.task = self.p.add_task("scan", total=total, rate="")
-
-    def advance(self, n: int) -> None:
-        if self.p:
-            self.p.advance(self.task, n)
-            speed = self.p.tasks[0].speed
-            self.p.update(self.task, rate=f"{speed:.0f} img/s" if speed else "")
-
-    def close(self) -> None:
-        if self.p:
-            self.p.stop()

@@ -7,12 +7,12 @@ over the old one: a crash (SIGKILL, power) leaves either the old or the new file
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from thresher.errors import ThresherError
+from thresher.files import atomic_write
 
 LATEST = "checkpoint.pt"
 BEST = "best.pt"
@@ -20,17 +20,8 @@ BEST = "best.pt"
 
 def save(path: Path, state: dict) -> None:
     """Atomically write `state` to PATH."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
 
 
 def load(path: Path) -> dict:

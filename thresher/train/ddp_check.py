@@ -48,6 +48,8 @@ import torch
 from thresher.config import Recipe
 from thresher.devices import default_device
 from thresher.errors import ThresherError
+from thresher.files import atomic_write
+from thresher.loading import load_object
 from thresher.train.distributed import Ranks
 from thresher.train.setup import THRESHER, Pieces, set_lr, setup  # noqa: F401 - THRESHER: --setup's default
 
@@ -495,16 +497,9 @@ def _collate(ds, items: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _load_setup(spec: str) -> Setup:
-    import importlib
-
-    module_name, _, name = spec.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ThresherError(f"--setup {spec!r} cannot be loaded: {e}") from None
-    if not isinstance(obj, Setup):
-        raise ThresherError(f"--setup {spec!r} is not a thresher.train.ddp_check.Setup")
-    return obj
+    return load_object(
+        spec, "--setup", lambda o: isinstance(o, Setup), "a thresher.train.ddp_check.Setup"
+    )
 
 
 def _free_port() -> int:
@@ -545,9 +540,8 @@ def _rank_main(work: Path) -> None:
     rec = first_step(
         Recipe(**spec["recipe"]), spec["data"], _load_setup(spec["setup"]), rank, world
     )
-    tmp = work / f"rank{rank}.pt.tmp"
-    torch.save(rec, tmp)
-    os.replace(tmp, work / f"rank{rank}.pt")
+    with atomic_write(work / f"rank{rank}.pt") as f:
+        torch.save(rec, f)
 
 
 if __name__ == "__main__":

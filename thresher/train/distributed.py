@@ -82,7 +82,7 @@ def finish() -> None:
 
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of a rank's own RNG stream (dropout, drop path) once the model is built."""
-    from thresher.data.split import splitmix64
+    from thresher.bits import splitmix64
 
     h = splitmix64(np.uint64(seed & (2**64 - 1)) ^ np.uint64(0x5EED))
     return int(splitmix64(h ^ np.uint64(rank)) >> np.uint64(1))

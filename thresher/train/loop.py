@@ -25,10 +25,11 @@ from thresher.config import Recipe, load_yaml
 from thresher.errors import ThresherError
 from thresher.guard.hooks import Event, Hook, Verdict, combine
 from thresher.guard.numeric import all_finite
+from thresher.progress import ProgressBar
 from thresher.train import checkpoint, distributed, metrics
 from thresher.train.evaluate import evaluate
 from thresher.train.model import freeze
-from thresher.train.progress import ProgressBar, tb_write, tensorboard
+from thresher.train.progress import step_info, tb_write, tensorboard
 from thresher.train.setup import Parts, set_lr, setup
 from thresher.train.signals import StopRequest, ignore_stop_signals
 from thresher.train.state import RunState
@@ -91,7 +92,7 @@ def train(
         (out / RECIPE).write_text(_yaml(r))
     state.net = distributed.wrap(p.model, ranks, device)  # DDP broadcasts rank 0's weights
     rec.tb = tensorboard(r, out, log) if ranks.main else None
-    rec.bar = ProgressBar(progress and ranks.main, r.total_steps, state.step)
+    rec.bar = ProgressBar("train", r.total_steps, progress and ranks.main, start=state.step)
     # -- the loop ---------------------------------------------------------------------------------
     t0, seconds_before = time.monotonic(), state.seconds
     last_log = (t0, state.images)
@@ -400,9 +401,9 @@ def _thermal_guard(g, device, log):
             log(f"thermal guard off: NVML unavailable ({e})")
             return None
     else:
-        from thresher.data.transforms import load_callable
+        from thresher.loading import load_object
 
-        sensor = load_callable(g.thermal_sensor)()
+        sensor = load_object(g.thermal_sensor, "thermal_sensor")()
     return ThermalGuard(
         sensor, g.thermal_warn_c, g.thermal_pause_c, g.thermal_resume_c, g.thermal_poll_s
     )
@@ -447,7 +448,7 @@ class _Recorder:
         self.out, self.ranks, self.summary = out, ranks, summary
         self.metrics_path = out / METRICS
         self.tb = None
-        self.bar = ProgressBar(False, 0, 0)
+        self.bar = ProgressBar("train", 0, enabled=False)
         self._say = log
         self._rank_say = lambda m: print(f"[rank {ranks.rank}] {m}", file=sys.stderr, flush=True)
 
@@ -469,7 +470,7 @@ class _Recorder:
         if self.ranks.main:
             metrics.append(self.metrics_path, rec)
         tb_write(self.tb, rec)
-        self.bar.update(rec["step"], rec)
+        self.bar.update(rec["step"], step_info(rec))
 
     def evaluation(self, state: RunState, ev: dict) -> None:
         metrics.append(self.metrics_path, {"kind": "eval", "step": state.step, **ev})

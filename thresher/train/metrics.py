@@ -10,11 +10,12 @@ it did). Every line carries `wall`, the Unix time it was written: the report's c
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+
+from thresher.files import atomic_write
 
 FILE = "metrics.jsonl"  # in the run folder
 
@@ -44,9 +45,8 @@ def read(path: Path) -> list[dict]:
 def truncate_after(path: Path, step: int) -> None:
     """Keep the records up to `step`: a resumed run rewrites what came after its checkpoint."""
     kept = [r for r in read(path) if r.get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write("".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def _plain(x):

@@ -1,10 +1,14 @@
-"""Robust decoding: bytes in, an RGB view and the file's facts out, or a recorded reason.
+"""Images: robust decoding (bytes in, an RGB view and the file's facts out, or a recorded
+reason), and the one thumbnail-to-JPEG routine that clean's report and the review page show.
 
 Decoding is the scan's cost, so it is done once per file and only as large as the measurements
 need: JPEGs use libjpeg's DCT scaling (draft mode, 1/2 to 1/8 at almost no cost), other formats
 a box reduction after load. Every colour mode is brought to 8-bit RGB the way a person would
 see it: alpha composited on white, 16-bit scaled (not clipped), CMYK converted, EXIF
 orientation applied.
+
+A neutral leaf: the scan, the training data, clean's report and the review server all decode
+through here, so none of them reaches into another stage for it.
 """
 
 from __future__ import annotations
@@ -12,9 +16,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from thresher.config import ScanConfig
+from thresher.files import FileRefused, read_regular
 
 # thresher applies its own bomb limit from the header, before decoding; Pillow's would raise
 # inside Image.open with no way to record the size.
@@ -98,6 +106,25 @@ def decode(data: bytes, view_px: int, max_image_pixels: int) -> Decoded:
     if orientation in _TRANSPOSE:
         view = view.transpose(_TRANSPOSE[orientation])
     return Decoded(view=view, format=fmt, mode=mode, width=w, height=h)
+
+
+def thumbnail_jpeg(path: Path | str, size: int, quality: int) -> bytes | None:
+    """JPEG bytes of the image at `path`, its long side at most `size`; None if unreadable.
+
+    The file is read by the one safe rule (`read_regular`: a FIFO or a device cannot block,
+    a huge file is refused unread) and decoded under the scan's pixel limit, so a report or
+    a review page can show any catalogued path without trusting it.
+    """
+    limits = ScanConfig()
+    try:
+        data = read_regular(path, limits.max_file_bytes)
+        view = decode(data, size, limits.max_image_pixels).view
+    except (FileRefused, DecodeIssue):
+        return None
+    view.thumbnail((size, size))
+    buf = io.BytesIO()
+    view.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

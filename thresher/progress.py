@@ -1,0 +1,74 @@
+"""The one progress bar (rich, on stderr): the scan's and the training run's.
+
+Label, bar, done/total, a line of figures (the measured rate, or what the caller says),
+elapsed time and ETA. Silent when off, so callers need no `if`.
+"""
+
+from __future__ import annotations
+
+
+class ProgressBar:
+    """A rich progress bar on stderr (stdout stays for results), or nothing when not enabled.
+
+    With `rate_unit` ("img/s"), the figures are the measured rate of `advance`; otherwise
+    they are the `info` the caller gives to `update`.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        enabled: bool = True,
+        start: int = 0,
+        rate_unit: str | None = None,
+    ):
+        self.bar = None
+        self.rate_unit = rate_unit
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(label, total=total, completed=start, info="")
+
+    def advance(self, n: int) -> None:
+        """`n` more done; the figures show the measured rate when the bar has a rate_unit."""
+        if self.bar is None:
+            return
+        self.bar.advance(self.task, n)
+        if self.rate_unit:
+            speed = self.bar.tasks[0].speed
+            self.bar.update(self.task, info=f"{speed:.0f} {self.rate_unit}" if speed else "")
+
+    def update(self, completed: int, info: str = "") -> None:
+        """`completed` done in all, with a line of figures."""
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed, info=info)
+
+    def note(self, message: str) -> None:
+        """A line printed above the bar."""
+        if self.bar is not None:
+            self.bar.console.print(message)
+
+    def close(self) -> None:
+        """Stop drawing (the last state stays on the terminal)."""
+        if self.bar is not None:
+            self.bar.stop()
