@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
-    from thresher.clean.findings import CleanSummary
+    from thresher.clean.findings import CleanSummary, DetectorProgress
     from thresher.config import CleanThresholds, ExportPolicy, Recipe, ScanConfig
     from thresher.demo import Finding
     from thresher.export import ExportSummary
@@ -62,18 +62,22 @@ def scan(
 
 
 def clean(
-    workspace: Path | str = DEFAULT_WORKSPACE, thresholds: CleanThresholds | None = None, log=print
+    workspace: Path | str = DEFAULT_WORKSPACE,
+    thresholds: CleanThresholds | None = None,
+    log=print,
+    progress: DetectorProgress | None = None,
 ) -> CleanSummary:
     """Find every issue in the workspace's catalog and store the issue table; return a summary.
 
     Duplicates, low resolution, upscaled, blank, unreadable and label errors, each with its
     default action; `thresholds` (thresher.config.CleanThresholds) overrides any limit.
     The summary has `.by_issue`, `.flagged_share` and the balancing `.plan`.
+    `progress(done, total, name)` is called as each detector starts.
     `thresher clean` on the command line.
     """
     from thresher.clean.findings import clean as run
 
-    return run(workspace, thresholds, log)
+    return run(workspace, thresholds, log, progress)
 
 
 def review(
