@@ -18,7 +18,7 @@ from guard_helpers import colour_set, long_epochs
 from thresher.guard.memory import sustained_growth, theil_sen_slope
 from thresher.guard.numeric import classify, robust_spike
 from thresher.guard.progress import loss_shape, overfitting, plateaued, regularisers_off
-from thresher.guard.thermal import ScriptedSensor, ThermalGuard, thermal_action
+from thresher.guard.thermal import NvmlSensor, ScriptedSensor, ThermalGuard, thermal_action
 
 TESTS = Path(__file__).parent
 
@@ -545,3 +545,22 @@ def test_a_leaking_transform_is_named_within_two_minutes_and_a_clean_run_is_not(
         for p in (leak, clean):
             if p.poll() is None:
                 p.kill()
+
+
+def test_the_nvml_sensor_finds_torchs_card_by_uuid_not_by_number(monkeypatch):
+    # NVML cannot exist here (no NVIDIA driver): a stand-in module with NVML's two lookups.
+    # With CUDA_VISIBLE_DEVICES=2,3 torch's device 0 is NVML's card 2: the UUID must decide.
+    import types
+
+    cards = {0: "GPU-aaaa", 1: "GPU-bbbb", 2: "GPU-cccc"}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: cards[i],
+        nvmlDeviceGetHandleByUUID=lambda u: next(c for c in cards.values() if c == u),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(uuid="cccc")
+    )
+    assert NvmlSensor.for_torch_device(0).handle == "GPU-cccc"
+    assert NvmlSensor(0).handle == "GPU-aaaa"  # by number: another card

@@ -62,12 +62,31 @@ class NvmlSensor:
         ("ClocksEventReasonSwPowerCap", "power cap"),
     )
 
-    def __init__(self, index: int = 0):
+    def __init__(self, index: int = 0, uuid: str | None = None):
         import pynvml
 
         pynvml.nvmlInit()
         self.nvml = pynvml
-        self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.handle = (
+            pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            if uuid
+            else pynvml.nvmlDeviceGetHandleByIndex(index)
+        )
+
+    @classmethod
+    def for_torch_device(cls, device: int) -> NvmlSensor:
+        """The card torch calls `device`, found by its UUID.
+
+        NVML numbers cards in bus order and ignores CUDA_VISIBLE_DEVICES, while CUDA renumbers
+        them (the visible ones, the fastest first): with CUDA_VISIBLE_DEVICES=2,3 NVML's card 0
+        is another job's GPU. The UUID names the same card to both.
+        """
+        import torch
+
+        uuid = str(getattr(torch.cuda.get_device_properties(device), "uuid", "") or "")
+        if uuid and not uuid.startswith(("GPU-", "MIG-")):
+            uuid = f"GPU-{uuid}"
+        return cls(device, uuid or None)
 
     def read(self) -> Reading:
         n = self.nvml

@@ -396,7 +396,7 @@ def _thermal_guard(g, device, log):
         if device.type != "cuda":
             return None
         try:
-            sensor = NvmlSensor(torch.cuda.current_device())
+            sensor = NvmlSensor.for_torch_device(torch.cuda.current_device())
         except Exception as e:  # no driver, no nvidia-ml-py: the run goes on without it
             log(f"thermal guard off: NVML unavailable ({e})")
             return None

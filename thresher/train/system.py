@@ -66,7 +66,7 @@ class SystemSampler:
 
                 from thresher.guard.thermal import NvmlSensor
 
-                self.nvml = NvmlSensor(torch.cuda.current_device())
+                self.nvml = NvmlSensor.for_torch_device(torch.cuda.current_device())
             except Exception as e:  # no driver or no nvidia-ml-py: torch's own figure only
                 if log:
                     log(f"GPU utilisation not logged: NVML unavailable ({e})")
