@@ -35,6 +35,9 @@ def test_load_object_names_the_setting_in_every_error():
         load_object("no_such_mod:x", "--setup", lambda o: True, "a Setup")
     with pytest.raises(ThresherError, match="^--setup 'os:sep' is not a Setup"):
         load_object("os:sep", "--setup", lambda o: False, "a Setup")
+    # A relative module name makes importlib raise TypeError: still one line, not a traceback.
+    with pytest.raises(ThresherError, match="^user_transform '.mod:x' cannot be loaded"):
+        load_object(".mod:x", "user_transform")
 
 
 def test_thumbnail_jpeg_is_bounded_and_refuses_what_is_not_an_image(tmp_path):

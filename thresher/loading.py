@@ -30,7 +30,7 @@ def load_object(
         raise ThresherError(f"{what} must be '{shape}', not {spec!r}")
     try:
         obj = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as e:
+    except (ImportError, AttributeError, ValueError, TypeError) as e:
         raise ThresherError(f"{what} {spec!r} cannot be loaded: {e}") from None
     if not is_valid(obj):
         raise ThresherError(f"{what} {spec!r} is not {expected}")

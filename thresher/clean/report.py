@@ -63,10 +63,7 @@ def issue_table(workspace: Path | str = DEFAULT_WORKSPACE):
             # What export does with the row, in report.html's words: a duplicate kind's row
             # for the kept copy says "keep (the kept copy)", the copies "drop (a copy)".
             "action": pa.array(
-                [
-                    finding_action(r.issue, bool(r.keep), r.decision, r.decided_label)
-                    for r in rows
-                ],
+                [finding_action(r.issue, bool(r.keep), r.decision, r.decided_label) for r in rows],
                 pa.string(),
             ),
         }

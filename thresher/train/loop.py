@@ -23,6 +23,7 @@ import torch
 
 from thresher.config import Recipe, load_yaml
 from thresher.errors import ThresherError
+from thresher.files import atomic_write
 from thresher.guard.hooks import Event, Hook, Verdict, combine
 from thresher.guard.numeric import all_finite
 from thresher.progress import ProgressBar
@@ -482,13 +483,17 @@ def _finish_files(out: Path, s: RunSummary, log) -> None:
     """summary.json first (it must exist whatever the report does), then report.html."""
     from thresher.train.report import run_report
 
-    (out / "summary.json").write_text(_json({k: v for k, v in asdict(s).items() if k != "events"}))
+    def write_summary() -> None:
+        with atomic_write(out / "summary.json") as f:
+            f.write(_json({k: v for k, v in asdict(s).items() if k != "events"}).encode())
+
+    write_summary()
     try:
         s.report = str(run_report(out))
     except Exception as e:  # a report that cannot be drawn must not hide a finished run
         log(f"the run report could not be written ({type(e).__name__}: {e})")
         return
-    (out / "summary.json").write_text(_json({k: v for k, v in asdict(s).items() if k != "events"}))
+    write_summary()
 
 
 def _yaml(r: Recipe) -> str:

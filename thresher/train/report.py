@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from thresher.errors import ThresherError
-from thresher.files import readable_name
+from thresher.files import atomic_write, readable_name
 from thresher.train import metrics
 
 REPORT = "report.html"
@@ -127,7 +127,10 @@ def compare_report(runs: list[Path | str], out: Path | str) -> Path:
 
 def _write(out: Path, page: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(readable_name(page))  # a non-UTF-8 folder name, as \xNN
+    # Whole or not at all: the loop and `thresher report RUN` may both write RUN/report.html,
+    # and a kill mid-write must not leave half a page.
+    with atomic_write(out) as f:
+        f.write(readable_name(page).encode())  # a non-UTF-8 folder name, as \xNN
     return out
 
 
@@ -508,7 +511,9 @@ def _per_class_compared(runs: list[Run]) -> str:
     names = names_of(with_evals[0])
     if any(names_of(r) != names for r in with_evals):
         return "<p class=muted>Per-class accuracy: not compared (the runs' classes differ).</p>"
-    head = "".join(f"<th>{_swatch(runs.index(r))}{html.escape(r.name)}</th>" for r in with_evals)
+    # A run's colour is its place among all runs (`thresher report a a` shows two runs).
+    colour = {id(r): i for i, r in enumerate(runs)}
+    head = "".join(f"<th>{_swatch(colour[id(r)])}{html.escape(r.name)}</th>" for r in with_evals)
     out = [f"<h2>Per-class accuracy (last evaluation)</h2><table><tr><th>class</th>{head}</tr>"]
     for k, name in enumerate(names):
         cells = "".join(f"<td>{r.evals[-1]['per_class_accuracy'][k]:.4f}</td>" for r in with_evals)
