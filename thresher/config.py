@@ -295,6 +295,13 @@ class Recipe(_Strict):
         "back to float32 and says so; bf16 runs on both.",
     )
 
+    channels_last: bool | Literal["auto"] = Field(
+        "auto",
+        description="Train in channels_last (NHWC) memory format: the fast path of tensor-core "
+        "convolutions (ResNet-50 AMP on an H200: 4,442 images/s against 2,818, issue #13). "
+        "auto: on for a model with 2-D convolutions on CUDA, off on a CPU; true / false force it.",
+    )
+
     @field_validator("amp", mode="before")
     @classmethod
     def _amp_off(cls, v):
@@ -312,7 +319,8 @@ class Recipe(_Strict):
     user_transform: str | None = Field(
         None,
         description="'module:callable' returning a transform (PIL image -> PIL image), applied "
-        "after the crop, before the tensor conversion.",
+        "in the DataLoader workers after the crop and flip, before rotation, colour jitter and "
+        "normalisation (those run batched on the training device).",
     )
     oversample: bool = Field(
         True, description="Sample by the manifest's `weight` column (the balancing plan)."

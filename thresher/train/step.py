@@ -6,6 +6,7 @@ does in 1 and in N processes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from thresher.config import Recipe
 from thresher.data.balance import minority_classes, minority_cutmix, smooth_one_hot
+from thresher.data.batch_transforms import BatchAugment
 from thresher.errors import ThresherError
 
 
@@ -36,6 +38,27 @@ def step_context(
     minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
     mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
     return StepContext(r, n_classes, minority, mixer, amp)
+
+
+def device_inputs(
+    batch, device: torch.device, augment: BatchAugment, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch (uint8 images, targets, seeds) as the model's inputs on the device.
+
+    The uint8 batch is copied (asynchronously from pinned memory on CUDA), then rotated,
+    jittered and normalised there with each sample's own parameters. A sampler that gives no
+    seeds (a user's, in ddp-check) gets fresh random ones: not reproducible, as it asked.
+    """
+    images, y = batch[0], batch[1]
+    if len(batch) > 2:
+        seeds = batch[2]
+    else:
+        fresh = torch.Generator().manual_seed(int.from_bytes(os.urandom(7), "little"))
+        seeds = torch.randint(0, 2**62, (len(y),), generator=fresh)
+    x = augment(images.to(device, non_blocking=True), seeds)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
 
 
 def forward_backward(
