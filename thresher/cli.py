@@ -427,6 +427,8 @@ def doctor(
         out.print(f"problem: {p}", markup=False)
     for w in rep.warnings:
         out.print(f"warning: {w}", markup=False)
+    for n in rep.notes:
+        out.print(f"note: {n}", markup=False)
     if rep.problems:
         raise typer.Exit(1)
     n = len(rep.warnings)
@@ -507,6 +509,11 @@ def cost(
     ),
     measure_steps: int = typer.Option(5, min=1, help="Steps timed by --measure."),
     measure_batch: int = typer.Option(32, min=1, help="Batch size of the --measure steps."),
+    loader_rate: float = typer.Option(
+        None,
+        help="Images/s one training process's DataLoader delivers (`thresher doctor --recipe "
+        "R --data D` prints it): each GPU goes no faster than the slower of the two.",
+    ),
     amortise: bool = typer.Option(
         True, help="Count the owned GPUs' purchase price, spread over their lifetime."
     ),
@@ -524,7 +531,7 @@ def cost(
 
     p = load_yaml(options, CostPlan) if options else CostPlan()
     given = dict(images=images, epochs=epochs, steps=steps, batch_size=batch_size, model=model,
-                 image_size=image_size)  # fmt: skip
+                 image_size=image_size, loader_images_per_s=loader_rate)  # fmt: skip
     p = _config(CostPlan, **{**p.model_dump(), **{k: v for k, v in given.items() if v is not None}})
     if not amortise:
         p = p.model_copy(
@@ -551,6 +558,10 @@ def cost(
                   money(e.rent), f"{e.kwh:,.1f}", money(e.power), money(e.hardware),
                   money(e.total))  # fmt: skip
     out.print(t)
+    bound = [e.option for e in rows if e.loader_bound]
+    if bound:
+        out.print(f"limited by the loader ({p.loader_images_per_s:,.0f} images/s per process), "
+                  f"not the GPU: {', '.join(bound)}", markup=False)  # fmt: skip
     used = {o.gpu for o in p.options if o.images_per_s_per_gpu is None and o.gpu in RATES}
     for gpu in sorted(used):
         g = RATES[gpu]

@@ -448,6 +448,13 @@ class CostPlan(_Strict):
     image_size: int = Field(224, ge=16, description="Training image size, px.")
     currency: str = Field("$", description="The prices' currency, as printed.")
     options: list[CostOption] = Field(default_factory=_default_cost_options)
+    loader_images_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="Images/s one training process's DataLoader delivers (`thresher doctor "
+        "--recipe R --data D` measures it): each GPU trains at most this fast, whatever its "
+        "step rate. null: the loader is assumed to keep up.",
+    )
     machine_watts: float = Field(
         0.0, ge=0, description="With --measure: this machine's draw while training, watts."
     )

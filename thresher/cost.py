@@ -4,7 +4,8 @@ The field report's question: 4 cloud A100s at $4.2/h per GPU, or 2 RTX 4090s at 
 answer is arithmetic on a few inputs, every one of them visible and changeable:
 
     images    = images x epochs  (or steps x global batch)
-    img/s     = rate per GPU x GPUs x scaling       (scaling applies from 2 GPUs on)
+    rate      = min(step rate per GPU, loader rate per process)  (the slower side: doctor)
+    img/s     = rate x GPUs x scaling               (scaling applies from 2 GPUs on)
     hours     = images / img/s / 3600
     rent      = hours x GPUs x price per GPU-hour
     energy    = hours x (GPUs x watts per GPU + system watts) / 1000      (kWh)
@@ -67,6 +68,7 @@ class Estimate:
     kwh: float
     power: float
     hardware: float
+    loader_bound: bool = False  # the loader, not the GPU's step, set the rate
 
     @property
     def total(self) -> float:
@@ -80,10 +82,19 @@ def plan_images(plan: CostPlan) -> float:
     return float(plan.images * plan.epochs)
 
 
-def estimate(images: float, option: CostOption, rate_per_gpu: float, watts: float) -> Estimate:
-    """The arithmetic of the module docstring for one option."""
+def estimate(
+    images: float,
+    option: CostOption,
+    rate_per_gpu: float,
+    watts: float,
+    loader_rate: float | None = None,
+) -> Estimate:
+    """The arithmetic of the module docstring for one option (`loader_rate`: per process)."""
     if rate_per_gpu <= 0:
         raise ThresherError(f"{option.name}: a throughput of {rate_per_gpu} img/s cannot finish")
+    loader_bound = loader_rate is not None and loader_rate < rate_per_gpu
+    if loader_bound:
+        rate_per_gpu = loader_rate
     rate = rate_per_gpu * option.count * (option.scaling if option.count > 1 else 1.0)
     hours = images / rate / 3600
     kwh = hours * (option.count * watts + option.system_watts) / 1000
@@ -97,6 +108,7 @@ def estimate(images: float, option: CostOption, rate_per_gpu: float, watts: floa
         kwh=kwh,
         power=kwh * option.electricity_per_kwh,
         hardware=option.purchase_price_per_gpu * option.count * hours / life_hours,
+        loader_bound=loader_bound,
     )
 
 
@@ -201,7 +213,7 @@ def cost(plan: CostPlan, measured: tuple[float, str] | None = None) -> list[Esti
                 scale = relative_flops(plan.model, plan.image_size)
             rate = RATES[opt.gpu].images_per_s / scale
         watts = opt.watts_per_gpu if opt.watts_per_gpu is not None else _table_watts(opt)
-        rows.append(estimate(images, opt, rate, watts))
+        rows.append(estimate(images, opt, rate, watts, plan.loader_images_per_s))
     if measured is not None:
         rate, device = measured
         here = CostOption(
@@ -211,7 +223,7 @@ def cost(plan: CostPlan, measured: tuple[float, str] | None = None) -> list[Esti
             watts_per_gpu=plan.machine_watts,
             electricity_per_kwh=plan.machine_electricity_per_kwh,
         )
-        rows.append(estimate(images, here, rate, plan.machine_watts))
+        rows.append(estimate(images, here, rate, plan.machine_watts, plan.loader_images_per_s))
     return rows
 
 
