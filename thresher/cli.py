@@ -93,12 +93,17 @@ def scan(
         ScanConfig().view_px,
         help="Decode images to a view with at least this short side (JPEG draft mode).",
     ),
+    device: str = typer.Option(
+        "auto",
+        help="Where the embedder runs: auto (the GPU when there is one, half precision), cpu "
+        "or cuda.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Read every image once into the catalog (hashes, sizes, blur, embeddings); resumable."""
     from thresher.scan.runner import scan as run_scan
 
-    cfg = _config(ScanConfig, batch_size=batch_size, view_px=view_px)
+    cfg = _config(ScanConfig, batch_size=batch_size, view_px=view_px, device=device)
     s = run_scan(
         source,
         workspace,

@@ -48,11 +48,17 @@ class ScanConfig(_Strict):
         "'oversized' and never read: a 3 GB file named .jpg must not fill a worker's memory.",
     )
     batch_size: int = Field(64, ge=1, description="Files per worker task and per catalog commit.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Where the embedder runs: auto is the GPU when there is one (half "
+        "precision, a task's images per pass), else the CPU. Decoding stays on the CPU workers.",
+    )
     embed_batch_size: int = Field(
         16,
         ge=1,
-        description="Images per embedding forward pass. On a CPU small batches stay in cache: "
-        "16 was faster than 64 for MobileNetV2 in a by-hand timing (not in bench/).",
+        description="Images per embedding forward pass on a CPU (on a GPU at least 256). On a "
+        "CPU small batches stay in cache: 16 was faster than 64 for MobileNetV2 in a by-hand "
+        "timing (not in bench/).",
     )
 
 

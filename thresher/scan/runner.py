@@ -157,7 +157,9 @@ def scan(
 
         model = None
         if embed:
-            model, summary.embed_note = _prepare_embedder(cat, embedder, weights, log)
+            model, summary.embed_note = _prepare_embedder(
+                cat, embedder, weights, log, cfg.device
+            )
             summary.embedder = model.spec if model else None
 
         known = cat.known()
@@ -234,11 +236,11 @@ def _claim_workspace(cat: Catalog, src) -> None:
         )
 
 
-def _prepare_embedder(cat: Catalog, spec: str, weights, log):
+def _prepare_embedder(cat: Catalog, spec: str, weights, log, device: str = "cpu"):
     from thresher.scan.embed import EmbedderUnavailable, load_embedder
 
     try:
-        model = load_embedder(spec, weights)
+        model = load_embedder(spec, weights, device)
     except EmbedderUnavailable as e:
         note = f"embeddings off: {e}"
         log(note + " (clean's label-error and embedding-based duplicate checks need them)")
@@ -283,6 +285,7 @@ def embed_measured(model, result, batch_size: int) -> tuple[list[dict], np.ndarr
     from thresher.scan.embed import embed_batch
 
     emb = np.full((len(rows), model.dim), np.nan, dtype=np.float32)
+    batch_size = model.pass_size(batch_size)  # a GPU takes a task's images in one pass
     for i in range(0, len(ok_index), batch_size):
         sl = slice(i, i + batch_size)
         emb[ok_index[sl]] = embed_batch(model, pixels[sl])
