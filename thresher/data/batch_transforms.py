@@ -111,13 +111,12 @@ def rotate(x: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
 
 def grey(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) luminance with torchvision's weights."""
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return GREY[0] * r + GREY[1] * g + GREY[2] * b
+    return (x * torch.tensor(GREY, device=x.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = factor.view(-1, 1, 1, 1)
-    return (f * x + (1 - f) * other).clamp_(0.0, 1.0)
+    """factor * x + (1 - factor) * other, clamped to [0, 1] (one lerp: fewer passes)."""
+    return torch.lerp(other.expand_as(x), x, factor.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
 def color_jitter(x: torch.Tensor, p: AugmentParams) -> torch.Tensor:
