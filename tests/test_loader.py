@@ -44,8 +44,8 @@ def test_the_stream_keeps_its_workers_across_epochs_and_resumes_mid_epoch(tiny_d
     whole = [next(stream) for _ in range(2 * per_epoch + 1)]  # into the third epoch
     stream.close()
     assert state.epoch == 2 and state.position == 8
-    b = whole[0]
-    assert b.image.dtype == torch.uint8 and b.image.shape == (8, 3, 32, 32)
+    b = whole[0]  # on a CPU the workers also ran the batch transforms
+    assert b.inputs.dtype == torch.float32 and b.inputs.shape == (8, 3, 32, 32)
     assert b.seed.dtype == torch.int64 and len(set(b.seed.tolist())) == 8
     pids = set((tmp_path / "pids").read_text().split())
     assert len(pids) == 2 and str(os.getpid()) not in pids  # two workers for three epochs
@@ -57,7 +57,7 @@ def test_the_stream_keeps_its_workers_across_epochs_and_resumes_mid_epoch(tiny_d
     again = [next(stream) for _ in range(per_epoch)]
     stream.close()
     for a, b in zip(whole[per_epoch + 1 :], again, strict=False):
-        assert torch.equal(a.image, b.image) and torch.equal(a.seed, b.seed)
+        assert torch.equal(a.inputs, b.inputs) and torch.equal(a.seed, b.seed)
         assert torch.equal(a.target, b.target)
     assert len(set((tmp_path / "pids").read_text().split())) == 2
 
@@ -69,10 +69,15 @@ def test_device_inputs_augment_each_sample_by_its_seed(tiny_data):
     assert isinstance(p.augment, BatchAugment) and not p.channels_last  # auto: off on a CPU
     items = [(i, 1000 + i) for i in range(4)]
     batch = torch.utils.data.default_collate([p.train_ds[it] for it in items])
+    assert batch.image.dtype == torch.uint8  # what travels to a GPU
     x, y = p.inputs(batch)
     assert x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
     one, _ = p.inputs(torch.utils.data.default_collate([p.train_ds[items[2]]]))
     assert torch.equal(one[0], x[2])  # a sample's pixels do not depend on its batch
+    # On a CPU the loader's collate runs the same transforms (in the workers): same numbers.
+    done = p.collate([p.train_ds[it] for it in items])
+    assert type(done).__name__ == "AugmentedBatch"
+    assert torch.equal(p.inputs(done)[0], x)
     forced = _parts(tiny_data, workers=0, channels_last=True)
     assert forced.channels_last
     conv = next(m for m in forced.model.modules() if isinstance(m, torch.nn.Conv2d))

@@ -193,7 +193,10 @@ def first_step(
             order = list(_take(p.sampler, b * a * virtual))
             shares = [order[v::virtual] for v in range(virtual)]
             batches = [
-                [p.inputs(_collate(ds, shares[v][k * b : (k + 1) * b])) for k in range(a)]
+                [
+                    p.inputs(_collate(ds, shares[v][k * b : (k + 1) * b], p.collate))
+                    for k in range(a)
+                ]
                 for v in range(virtual)
             ]
             rec["samples"] = [[i for i, _ in s] for s in shares]
@@ -204,6 +207,7 @@ def first_step(
                 ds,
                 batch_size=b,
                 sampler=_Recording(p.sampler, drawn),
+                collate_fn=p.collate,
                 drop_last=True,
                 num_workers=0,
             )
@@ -487,10 +491,9 @@ def _take(sampler, n: int) -> list:
     return out
 
 
-def _collate(ds, items: list):
-    """The batch a DataLoader would make of these (index, seed) items."""
-    samples = [ds[it if it[1] is not None else it[0]] for it in items]
-    return torch.utils.data.default_collate(samples)
+def _collate(ds, items: list, collate):
+    """The batch the training DataLoader would make of these (index, seed) items."""
+    return collate([ds[it if it[1] is not None else it[0]] for it in items])
 
 
 def _load_setup(spec: str) -> Setup:

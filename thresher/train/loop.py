@@ -270,6 +270,7 @@ def _batches(p: Parts, state: RunState):
         p.train_ds,
         sampler=p.sampler,
         batch_size=r.batch_size,
+        collate_fn=p.collate,  # on a CPU, the batch transforms run in the workers
         drop_last=True,
         num_workers=r.workers,
         persistent_workers=r.workers > 0,

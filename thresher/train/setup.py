@@ -30,7 +30,13 @@ from thresher.errors import ThresherError
 from thresher.train.distributed import Ranks, seed_model, seed_rank
 from thresher.train.model import create_model, lowest_layers, param_groups, use_channels_last
 from thresher.train.optim import optimizer, scheduler
-from thresher.train.step import StepContext, device_inputs, forward_backward, step_context
+from thresher.train.step import (
+    BatchCollate,
+    StepContext,
+    device_inputs,
+    forward_backward,
+    step_context,
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,11 @@ class Parts:
     def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A training loader batch as the model's inputs on this run's device."""
         return device_inputs(batch, self.device, self.augment, self.channels_last)
+
+    @property
+    def collate(self) -> BatchCollate:
+        """The training loaders' collate: on a CPU it also runs the batch transforms."""
+        return BatchCollate(self.augment, in_workers=self.device.type == "cpu")
 
     @property
     def classes(self) -> list[str]:
