@@ -134,7 +134,13 @@ def _forward_flops(model: str, image_size: int) -> float:
 
 
 def measure(
-    model: str, image_size: int, batch_size: int, steps: int = 5, amp: str = "fp16", log=print
+    model: str,
+    image_size: int,
+    batch_size: int,
+    steps: int = 5,
+    amp: str = "fp16",
+    log=print,
+    channels_last: bool | str = "auto",
 ) -> tuple[float, str]:
     """Time real training steps (forward, loss, backward, Lion step) of MODEL on this device.
 
@@ -156,9 +162,14 @@ def measure(
 
     dtype = amp_dtype(amp, device.type)  # as the training loop does
     net = timm.create_model(model, num_classes=1000).to(device).train()
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    from thresher.train.model import use_channels_last
+
+    if use_channels_last(channels_last, device, net):  # as `thresher train` would run it
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = Lion(net.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 1000, (batch_size,), device=device)
 
     def step():

@@ -355,7 +355,8 @@ def _step_against_loader(recipe: Recipe, loader_rate: float, rep: DoctorReport) 
     from thresher.cost import measure
 
     step_rate, device = measure(recipe.model, recipe.image_size, recipe.batch_size, steps=3,
-                                amp=recipe.amp, log=lambda m: None)  # fmt: skip
+                                amp=recipe.amp, log=lambda m: None,
+                                channels_last=recipe.channels_last)  # fmt: skip
     b = bottleneck(loader_rate, step_rate, recipe.workers, os.cpu_count() or 1,
                    recipe.image_size, recipe.batch_size)  # fmt: skip
     rep.pipeline.append((f"training step of {recipe.model} on {device}",
