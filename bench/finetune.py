@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from clean_data import CLIP_CLASSES, CLIPART, on_white  # noqa: E402
 
 from thresher.config import Recipe  # noqa: E402
+from thresher.data.batch_transforms import BatchAugment, normalize, to_float  # noqa: E402
 from thresher.data.dataset import ImageDataset  # noqa: E402
 from thresher.data.transforms import eval_transform, train_transform  # noqa: E402
 from thresher.train.fit import WARMUP_SHARE, adamw_lr, fit_recipe  # noqa: E402
@@ -132,10 +133,12 @@ def plain(manifest: Path, base: Recipe, epochs: int, seed: int) -> float:
         warmup_lr_init=lr * 1e-3, warmup_prefix=True, t_in_epochs=False,
     )  # fmt: skip
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    augment = BatchAugment.from_recipe(r)  # thresher's rotation + jitter, on the batch
     step = 0
     model.train()
     while step < r.total_steps:
-        for x, y in loader:
+        for images, y in loader:
+            x = augment(images, torch.randint(0, 2**62, (len(y),), generator=g))
             sched.step_update(step)
             loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -152,8 +155,8 @@ def _accuracy(model, m, r: Recipe) -> float:
     model.eval()
     right = 0
     with torch.no_grad():
-        for x, y in torch.utils.data.DataLoader(val, batch_size=64):
-            right += int((model(x).argmax(1) == y).sum())
+        for images, y in torch.utils.data.DataLoader(val, batch_size=64):
+            right += int((model(normalize(to_float(images))).argmax(1) == y).sum())
     return right / len(val)
 
 
@@ -172,7 +175,8 @@ def probe(manifest: Path, base: Recipe, seed: int) -> float:
     def features(rows):
         ds = ImageDataset(m.paths[rows], m.targets[rows], tf, 2 * base.image_size)
         with torch.no_grad():
-            return torch.cat([model(x) for x, _ in torch.utils.data.DataLoader(ds, 64)]).numpy()
+            batches = torch.utils.data.DataLoader(ds, 64)
+            return torch.cat([model(normalize(to_float(x))) for x, _ in batches]).numpy()
 
     tr, te = ~m.is_val, m.is_val
     clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)

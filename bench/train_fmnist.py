@@ -134,17 +134,17 @@ def plain_run(data: Path, steps: int, lr=1e-3, scale=(0.8, 1.0), mimic=None, see
     import timm
     import torch
     import torch.nn.functional as F
-    from torchvision.transforms import v2
+    from classic_transforms import classic_train_transform
 
     from thresher.data.dataset import ImageDataset
     from thresher.data.manifest import load_manifest
-    from thresher.data.transforms import _to_tensor, eval_transform, train_transform
+    from thresher.data.transforms import eval_transform
 
     torch.manual_seed(seed)
     m = load_manifest(data)
     tr, va = np.nonzero(~m.is_val)[0], np.nonzero(m.is_val)[0]
     if mimic is not None:
-        tf = train_transform(mimic)
+        tf = classic_train_transform(mimic)  # per image, in the workers, as a plain loop does
         model = timm.create_model(
             "resnet10t", num_classes=10, drop_rate=mimic.drop_rate,
             drop_path_rate=mimic.drop_path_rate,
@@ -155,10 +155,7 @@ def plain_run(data: Path, steps: int, lr=1e-3, scale=(0.8, 1.0), mimic=None, see
         opt = optimizer(mimic, param_groups(model, mimic.weight_decay_backbone, 1e-3))
         sched = scheduler(opt, mimic)
     else:
-        tf = v2.Compose(
-            [v2.RandomResizedCrop(32, scale=scale, antialias=True), v2.RandomHorizontalFlip(),
-             *_to_tensor()]
-        )  # fmt: skip
+        tf = classic_train_transform(recipe(steps, crop_scale=scale, hflip=0.5), crop_only=True)
         model = timm.create_model("resnet10t", num_classes=10)
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
         cos = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)

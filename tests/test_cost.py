@@ -52,6 +52,20 @@ def test_an_owned_option_by_hand():
     assert e.total == pytest.approx(0.4375 + 3198 * (25 / 9) / 26280)
 
 
+def test_the_loader_rate_caps_each_gpu_when_it_is_the_slower_side():
+    opt = CostOption(name="cloud", gpu="X", count=4, scaling=0.9, price_per_gpu_hour=4.2)
+    gpu_bound = estimate(1e7, opt, 1000, 400, loader_rate=2000)
+    assert gpu_bound.images_per_s == pytest.approx(3600) and not gpu_bound.loader_bound
+    fed = estimate(1e7, opt, 1000, 400, loader_rate=500)  # 500 img/s per process
+    assert fed.images_per_s == pytest.approx(1800) and fed.loader_bound
+    assert fed.hours == pytest.approx(2 * gpu_bound.hours) and fed.rent == pytest.approx(
+        2 * gpu_bound.rent
+    )
+    rows = cost(CostPlan(images=1000, epochs=1, loader_images_per_s=100))
+    assert all(e.loader_bound for e in rows)  # no table GPU is fed at 100 images/s
+    assert rows[0].images_per_s == pytest.approx(100 * 4 * 0.9)
+
+
 def test_scaling_applies_from_two_gpus_on():
     one = estimate(3600.0, CostOption(name="a", count=1, scaling=0.5), 1.0, 0)
     two = estimate(3600.0, CostOption(name="b", count=2, scaling=0.5), 1.0, 0)
@@ -128,6 +142,17 @@ def test_cli_prints_the_options_side_by_side_with_the_sources(tmp_path):
     assert "500,000 images x 30 epochs" in r.stdout
     assert "source: NVIDIA DeepLearningExamples" in r.stdout
     assert "source: server-gear.com" in r.stdout
+    assert "limited by the loader" not in r.stdout
+    r = subprocess.run(
+        [*CLI, "--options", str(plan), "--loader-rate", "500"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "limited by the loader (500 images/s per process), not the GPU: my box, rented" in (
+        r.stdout
+    )
 
 
 def test_format_hours():

@@ -48,6 +48,28 @@ def test_pretrained_features_see_copies_as_closer_than_other_images(tv):
     assert np.diag(sims).min() > off.max()  # every copy is nearest to its own original
 
 
+def test_the_device_is_auto_by_default_and_cuda_without_a_gpu_is_one_line(tv, mobilenet_weights):
+    import dataclasses
+
+    import torch
+
+    from thresher.config import ScanConfig
+    from thresher.errors import ThresherError
+
+    assert ScanConfig().device == "auto"
+    auto = load_embedder("torchvision:mobilenet_v2", mobilenet_weights, device="auto")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.device == want and next(auto.model.parameters()).device.type == want
+    x = _pixels([draw_object("circle", 300, 200, np.random.default_rng(1))] * 3)
+    tol = 0 if want == "cpu" else 5e-3  # half precision on a GPU
+    assert np.abs(embed_batch(auto, x) - embed_batch(tv, x)).max() <= tol
+    assert tv.pass_size(16) == 16  # a CPU keeps its small, cache-friendly passes
+    assert dataclasses.replace(tv, device="cuda").pass_size(16) == 256
+    if not torch.cuda.is_available():
+        with pytest.raises(ThresherError, match="no CUDA GPU"):
+            load_embedder("torchvision:mobilenet_v2", mobilenet_weights, device="cuda")
+
+
 def test_wrong_or_missing_weights_are_one_clear_line(mobilenet_weights, tmp_path):
     with pytest.raises(EmbedderUnavailable, match="do not fit"):
         load_embedder("torchvision:resnet18", mobilenet_weights)

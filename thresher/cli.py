@@ -93,12 +93,17 @@ def scan(
         ScanConfig().view_px,
         help="Decode images to a view with at least this short side (JPEG draft mode).",
     ),
+    device: str = typer.Option(
+        "auto",
+        help="Where the embedder runs: auto (the GPU when there is one, half precision), cpu "
+        "or cuda.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Read every image once into the catalog (hashes, sizes, blur, embeddings); resumable."""
     from thresher.scan.runner import scan as run_scan
 
-    cfg = _config(ScanConfig, batch_size=batch_size, view_px=view_px)
+    cfg = _config(ScanConfig, batch_size=batch_size, view_px=view_px, device=device)
     s = run_scan(
         source,
         workspace,
@@ -460,6 +465,8 @@ def doctor(
         out.print(f"problem: {p}", markup=False)
     for w in rep.warnings:
         out.print(f"warning: {w}", markup=False)
+    for n in rep.notes:
+        out.print(f"note: {n}", markup=False)
     if rep.problems:
         raise typer.Exit(1)
     n = len(rep.warnings)
@@ -540,6 +547,11 @@ def cost(
     ),
     measure_steps: int = typer.Option(5, min=1, help="Steps timed by --measure."),
     measure_batch: int = typer.Option(32, min=1, help="Batch size of the --measure steps."),
+    loader_rate: float = typer.Option(
+        None,
+        help="Images/s one training process's DataLoader delivers (`thresher doctor --recipe "
+        "R --data D` prints it): each GPU goes no faster than the slower of the two.",
+    ),
     amortise: bool = typer.Option(
         True, help="Count the owned GPUs' purchase price, spread over their lifetime."
     ),
@@ -556,7 +568,8 @@ def cost(
     from thresher.cost import measure as run_measure
 
     p = _yaml_with_flags(CostPlan, options, images=images, epochs=epochs, steps=steps,
-                         batch_size=batch_size, model=model, image_size=image_size)  # fmt: skip
+                         batch_size=batch_size, model=model, image_size=image_size,
+                         loader_images_per_s=loader_rate)  # fmt: skip
     if not amortise:
         p = p.model_copy(
             update={"options": [o.model_copy(update={"purchase_price_per_gpu": 0.0})
@@ -582,6 +595,10 @@ def cost(
                   money(e.rent), f"{e.kwh:,.1f}", money(e.power), money(e.hardware),
                   money(e.total))  # fmt: skip
     out.print(t)
+    bound = [e.option for e in rows if e.loader_bound]
+    if bound:
+        out.print(f"limited by the loader ({p.loader_images_per_s:,.0f} images/s per process), "
+                  f"not the GPU: {', '.join(bound)}", markup=False)  # fmt: skip
     used = {o.gpu for o in p.options if o.images_per_s_per_gpu is None and o.gpu in RATES}
     for gpu in sorted(used):
         g = RATES[gpu]

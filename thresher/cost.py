@@ -4,7 +4,8 @@ The field report's question: 4 cloud A100s at $4.2/h per GPU, or 2 RTX 4090s at 
 answer is arithmetic on a few inputs, every one of them visible and changeable:
 
     images    = images x epochs  (or steps x global batch)
-    img/s     = rate per GPU x GPUs x scaling       (scaling applies from 2 GPUs on)
+    rate      = min(step rate per GPU, loader rate per process)  (the slower side: doctor)
+    img/s     = rate x GPUs x scaling               (scaling applies from 2 GPUs on)
     hours     = images / img/s / 3600
     rent      = hours x GPUs x price per GPU-hour
     energy    = hours x (GPUs x watts per GPU + system watts) / 1000      (kWh)
@@ -67,6 +68,7 @@ class Estimate:
     kwh: float
     power: float
     hardware: float
+    loader_bound: bool = False  # the loader, not the GPU's step, set the rate
 
     @property
     def total(self) -> float:
@@ -80,10 +82,19 @@ def plan_images(plan: CostPlan) -> float:
     return float(plan.images * plan.epochs)
 
 
-def estimate(images: float, option: CostOption, rate_per_gpu: float, watts: float) -> Estimate:
-    """The arithmetic of the module docstring for one option."""
+def estimate(
+    images: float,
+    option: CostOption,
+    rate_per_gpu: float,
+    watts: float,
+    loader_rate: float | None = None,
+) -> Estimate:
+    """The arithmetic of the module docstring for one option (`loader_rate`: per process)."""
     if rate_per_gpu <= 0:
         raise ThresherError(f"{option.name}: a throughput of {rate_per_gpu} img/s cannot finish")
+    loader_bound = loader_rate is not None and loader_rate < rate_per_gpu
+    if loader_bound:
+        rate_per_gpu = loader_rate
     rate = rate_per_gpu * option.count * (option.scaling if option.count > 1 else 1.0)
     hours = images / rate / 3600
     kwh = hours * (option.count * watts + option.system_watts) / 1000
@@ -97,6 +108,7 @@ def estimate(images: float, option: CostOption, rate_per_gpu: float, watts: floa
         kwh=kwh,
         power=kwh * option.electricity_per_kwh,
         hardware=option.purchase_price_per_gpu * option.count * hours / life_hours,
+        loader_bound=loader_bound,
     )
 
 
@@ -122,7 +134,13 @@ def _forward_flops(model: str, image_size: int) -> float:
 
 
 def measure(
-    model: str, image_size: int, batch_size: int, steps: int = 5, amp: str = "fp16", log=print
+    model: str,
+    image_size: int,
+    batch_size: int,
+    steps: int = 5,
+    amp: str = "fp16",
+    log=print,
+    channels_last: bool | str = "auto",
 ) -> tuple[float, str]:
     """Time real training steps (forward, loss, backward, Lion step) of MODEL on this device.
 
@@ -144,9 +162,14 @@ def measure(
 
     dtype = amp_dtype(amp, device.type)  # as the training loop does
     net = timm.create_model(model, num_classes=1000).to(device).train()
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    from thresher.train.model import use_channels_last
+
+    if use_channels_last(channels_last, device, net):  # as `thresher train` would run it
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     opt = Lion(net.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     y = torch.randint(0, 1000, (batch_size,), device=device)
 
     def step():
@@ -201,7 +224,7 @@ def cost(plan: CostPlan, measured: tuple[float, str] | None = None) -> list[Esti
                 scale = relative_flops(plan.model, plan.image_size)
             rate = RATES[opt.gpu].images_per_s / scale
         watts = opt.watts_per_gpu if opt.watts_per_gpu is not None else _table_watts(opt)
-        rows.append(estimate(images, opt, rate, watts))
+        rows.append(estimate(images, opt, rate, watts, plan.loader_images_per_s))
     if measured is not None:
         rate, device = measured
         here = CostOption(
@@ -211,7 +234,7 @@ def cost(plan: CostPlan, measured: tuple[float, str] | None = None) -> list[Esti
             watts_per_gpu=plan.machine_watts,
             electricity_per_kwh=plan.machine_electricity_per_kwh,
         )
-        rows.append(estimate(images, here, rate, plan.machine_watts))
+        rows.append(estimate(images, here, rate, plan.machine_watts, plan.loader_images_per_s))
     return rows
 
 

@@ -22,3 +22,18 @@ def default_device(local_rank: int = 0):
     import torch
 
     return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def resolve_device(setting: str):
+    """'auto' (the GPU when there is one), 'cpu' or 'cuda' as a torch.device; a clear error
+    when CUDA is asked for and there is none."""
+    import torch
+
+    from thresher.errors import ThresherError
+
+    if setting not in ("auto", "cpu", "cuda"):
+        raise ThresherError(f"--device must be auto, cpu or cuda, not {setting!r}")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ThresherError("--device cuda: no CUDA GPU is visible here (use auto or cpu)")
+    cuda = setting == "cuda" or (setting == "auto" and torch.cuda.is_available())
+    return torch.device("cuda") if cuda else torch.device("cpu")

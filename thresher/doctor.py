@@ -5,7 +5,9 @@ limit (NVML); RAM; free disk. With a recipe and data: the DataLoader's throughpu
 of the augmentation pipeline (RSS/USS slope of the main process and its workers while the
 loader runs), and the largest batch that fits: found by real out-of-memory probing on a GPU,
 estimated on a CPU (parameters, gradients and optimizer state, plus the activations of one
-image measured with forward hooks, against the available memory).
+image measured with forward hooks, against the available memory). Then which side is the
+bottleneck: the loader's images/s against the model's training step rate on the device (at
+the recipe's batch), and what to change.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class DoctorReport:
     pipeline: list[tuple[str, str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # not wrong, but worth knowing first
+    notes: list[str] = field(default_factory=list)  # what to know, nothing wrong
+    bottleneck: Bottleneck | None = None  # with a recipe and data
 
 
 def machine_rows(paths: list[Path]) -> list[tuple[str, str, str]]:
@@ -97,6 +101,67 @@ def gpu_rows() -> list[tuple[str, str, str]]:
     return rows or [("GPUs", "none", "")]
 
 
+@dataclass(frozen=True)
+class Bottleneck:
+    """Which side limits training: the loader or the model's step, by how much, what to do."""
+
+    side: str  # "loader", "model" or "balanced"
+    loader_images_per_s: float
+    step_images_per_s: float
+    advice: str
+
+    @property
+    def images_per_s(self) -> float:
+        """What the run can reach: the slower of the two."""
+        return min(self.loader_images_per_s, self.step_images_per_s)
+
+    @property
+    def device_idle_share(self) -> float:
+        """The share of the time the device waits for data (0 when the model is the limit)."""
+        return max(0.0, 1.0 - self.loader_images_per_s / self.step_images_per_s)
+
+
+def bottleneck(
+    loader_images_per_s: float,
+    step_images_per_s: float,
+    workers: int,
+    cores: int,
+    image_size: int,
+    batch_size: int,
+    margin: float = 0.1,
+) -> Bottleneck:
+    """The verdict on a loader rate against a step rate (within `margin`: balanced)."""
+    lo, st = loader_images_per_s, step_images_per_s
+    if lo < (1 - margin) * st:
+        need = workers * st / max(lo, 1e-9)  # workers scale about linearly until cores run out
+        more = (
+            f"raise workers from {workers} to {min(cores - 1, int(np.ceil(need)))} "
+            f"(this machine has {cores} cores)"
+            if workers < cores - 1
+            else f"every core already decodes ({workers} workers on {cores} cores)"
+        )
+        advice = (
+            f"the loader is the bottleneck: the device waits {1 - lo / st:.0%} of the time. "
+            f"{more}; store the images smaller (a short side near {2 * image_size} px decodes "
+            "several times faster than a photo's full size); or train at a lower image_size"
+        )
+        return Bottleneck("loader", lo, st, advice)
+    if st < (1 - margin) * lo:
+        fewer = max(1, int(np.ceil(workers * st / lo * 1.2)))
+        advice = (
+            f"the model's step is the bottleneck ({lo / st:.1f}x the data it needs arrives): "
+            f"mixed precision (amp: bf16 or fp16), channels_last, a larger batch than "
+            f"{batch_size} if it fits, or a smaller model go faster; "
+            f"{fewer} workers would still keep up"
+        )
+        return Bottleneck("model", lo, st, advice)
+    advice = (
+        "loader and model are balanced: a faster device or model setting needs more workers, "
+        "or smaller stored images, to pay off"
+    )
+    return Bottleneck("balanced", lo, st, advice)
+
+
 def loader_check(
     recipe: Recipe, data: Path, batches: int = 30, min_seconds: float = 30.0, interval_s=0.5
 ) -> dict:
@@ -109,13 +174,13 @@ def loader_check(
     from thresher.data.balance import BalancedSampler
     from thresher.data.dataset import ImageDataset
     from thresher.data.manifest import load_manifest
-    from thresher.data.transforms import train_transform
+    from thresher.data.transforms import train_transform, train_view_px
     from thresher.guard.memory import theil_sen_slope
 
     m = load_manifest(data)
     rows = np.nonzero(~m.is_val)[0]
     ds = ImageDataset(m.paths[rows], m.targets[rows], train_transform(recipe),
-                      max(recipe.image_size, 64))  # fmt: skip
+                      train_view_px(recipe))  # fmt: skip
     sampler = BalancedSampler(m.weights[rows], seed=recipe.seed)
     me = psutil.Process()
     series: dict[int, list[tuple[float, float]]] = {}
@@ -140,7 +205,7 @@ def loader_check(
     last = t0
     while n < batches or time.monotonic() - t0 < min_seconds:
         sampler.set_epoch(epoch)
-        for _x, _y in loader:
+        for _batch in loader:  # uint8, as the training workers make it
             n += 1
             if time.monotonic() - last >= interval_s:
                 sample(t0)
@@ -270,6 +335,7 @@ def doctor(
         c = loader_check(recipe, Path(data))
         rep.pipeline.append(("DataLoader throughput", f"{c['images_per_s']:.0f} images/s with "
                              f"{recipe.workers} workers", ""))  # fmt: skip
+        rep.bottleneck = _step_against_loader(recipe, c["images_per_s"], rep)
         limit = recipe.guards.leak_mb_per_s
         for who, rate in (("main process", c["main_mb_per_s"]),
                           ("worst worker", c["worker_mb_per_s"])):  # fmt: skip
@@ -282,3 +348,21 @@ def doctor(
                     f"eats {rate * 3600 / 1024:.1f} GB an hour (check user_transform)"
                 )
     return rep
+
+
+def _step_against_loader(recipe: Recipe, loader_rate: float, rep: DoctorReport) -> Bottleneck:
+    """Time the model's step at the recipe's batch on the device; the verdict in the report."""
+    from thresher.cost import measure
+
+    step_rate, device = measure(recipe.model, recipe.image_size, recipe.batch_size, steps=3,
+                                amp=recipe.amp, log=lambda m: None,
+                                channels_last=recipe.channels_last)  # fmt: skip
+    b = bottleneck(loader_rate, step_rate, recipe.workers, os.cpu_count() or 1,
+                   recipe.image_size, recipe.batch_size)  # fmt: skip
+    rep.pipeline.append((f"training step of {recipe.model} on {device}",
+                         f"{step_rate:.0f} images/s at batch {recipe.batch_size}", ""))  # fmt: skip
+    rep.pipeline.append(("bottleneck", f"{b.side}: {b.images_per_s:.0f} images/s reachable "
+                         f"(`thresher cost --loader-rate {loader_rate:.0f}`)",
+                         "device waits" if b.side == "loader" else ""))  # fmt: skip
+    (rep.warnings if b.side == "loader" else rep.notes).append(b.advice)
+    return b

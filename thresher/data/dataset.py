@@ -1,14 +1,16 @@
 """The torch Dataset over a manifest's arrays: decode like the scan, transform, return a tensor.
 
-An item may be an index or (index, sample_seed): with a seed, the random augmentation of that
-sample is a function of the seed alone, whatever worker draws it and however the run was
-interrupted and resumed.
+An item may be an index, giving (image, target), or (index, sample_seed), giving a `Sample`
+that carries the seed on: the random augmentation of that sample (the crop here, the rest on
+the training device from the same seed) is a function of the seed alone, whatever worker
+draws it and however the run was interrupted and resumed.
 """
 
 from __future__ import annotations
 
 import random
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,6 +22,14 @@ from thresher.files import FileRefused, read_regular
 
 # How many samples in a row may fail the user's transform before the run is stopped.
 MAX_STAND_INS = 16
+
+
+class Sample(NamedTuple):
+    """One training sample; the DataLoader collates these into a Sample of batched tensors."""
+
+    image: torch.Tensor  # uint8 (3, H, W): cropped and flipped, not yet rotated or jittered
+    target: int
+    seed: int  # its augmentation seed: the device-side transforms draw from it
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -41,6 +51,10 @@ class ImageDataset(torch.utils.data.Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         if seed is None:
             return self._transformed(index)
+        return Sample(*self._seeded(index, seed), seed)
+
+    def _seeded(self, index: int, seed: int):
+        """The transformed sample with the worker's RNG streams seeded by the sample's seed."""
         # In the training process itself (workers=0) the streams that dropout and the user's
         # code draw from are put back afterwards: a run's weights do not depend on `workers`.
         inline = torch.utils.data.get_worker_info() is None

@@ -1,15 +1,21 @@
-"""The recipe's augmentation, as torchvision v2 transforms (PIL image in, normalised tensor out)."""
+"""The recipe's per-image augmentation, in the DataLoader workers: PIL image in, uint8 out.
+
+The workers decode, crop and flip; the rest of the recipe's augmentation runs batched on the
+training device (data/batch_transforms.py). uint8 is a quarter of float32's bytes through
+the worker queues and onto the GPU.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.transforms import v2
+from torchvision.transforms.functional import pil_to_tensor
 
 from thresher.config import Recipe
+from thresher.errors import ThresherError
 from thresher.loading import load_object
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class UserTransformError(Exception):
@@ -34,36 +40,71 @@ class UserTransform:
 
 
 def train_transform(recipe: Recipe):
-    """RandomResizedCrop, flip, rotation, colour jitter, the user's transform, normalise."""
+    """The workers' part: RandomResizedCrop, flip, the user's transform, as a uint8 CHW tensor.
+
+    Rotation, colour jitter and normalisation follow on the whole batch, on the training
+    device (data/batch_transforms.py), with per-sample parameters from the same seed.
+    """
     steps = [
         v2.RandomResizedCrop(recipe.image_size, scale=recipe.crop_scale, antialias=True),
         v2.RandomHorizontalFlip(recipe.hflip),
     ]
-    if recipe.rotation:
-        steps.append(v2.RandomRotation(recipe.rotation))
-    if recipe.color_jitter:
-        j = recipe.color_jitter
-        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     if recipe.user_transform:
         user = load_object(recipe.user_transform, "user_transform")
         steps.append(UserTransform(user, recipe.user_transform))
-    return v2.Compose([*steps, *_to_tensor()])
+        # A user's transform may return a float tensor in [0, 1] (ToTensor's), NaN included
+        # (a poisoned sample the numeric guard must see): every sample then travels as float.
+        return v2.Compose([*steps, to_float_chw])
+    return v2.Compose([*steps, to_uint8_chw])
 
 
 def eval_transform(recipe: Recipe):
-    """Resize the short side to size / 0.875, centre crop, normalise (timm's default eval)."""
+    """Resize the short side to size / 0.875, centre crop (timm's default eval), as uint8 CHW."""
     return v2.Compose(
         [
-            v2.Resize(int(round(recipe.image_size / 0.875)), antialias=True),
+            v2.Resize(eval_resize(recipe), antialias=True),
             v2.CenterCrop(recipe.image_size),
-            *_to_tensor(),
+            to_uint8_chw,
         ]
     )
 
 
-def _to_tensor():
-    return [
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ]
+def eval_resize(recipe: Recipe) -> int:
+    """The short side evaluation images are resized to before the centre crop."""
+    return int(round(recipe.image_size / 0.875))
+
+
+def train_view_px(recipe: Recipe) -> int:
+    """The short side JPEGs are draft-decoded to for training: sized to the smallest crop.
+
+    RandomResizedCrop takes at least crop_scale[0] of the area, about sqrt(crop_scale[0]) of
+    the side; decoding at image_size / that keeps the smallest crop at full resolution while
+    a 4000 px photo is still decoded at 1/4 or 1/8 of its size.
+    """
+    return max(math.ceil(recipe.image_size / math.sqrt(recipe.crop_scale[0])), 64)
+
+
+def eval_view_px(recipe: Recipe) -> int:
+    """The short side JPEGs are draft-decoded to for evaluation (the resize's)."""
+    return max(eval_resize(recipe), 64)
+
+
+def to_float_chw(image) -> torch.Tensor:
+    """A PIL image, a uint8 tensor or a float tensor in [0, 1] as (3, H, W) float32 in [0, 1]."""
+    if isinstance(image, torch.Tensor) and image.is_floating_point():
+        return image.as_subclass(torch.Tensor).float()
+    return to_uint8_chw(image).float().div_(255.0)
+
+
+def to_uint8_chw(image) -> torch.Tensor:
+    """A PIL image (or a uint8 tensor from a user transform) as a (3, H, W) uint8 tensor."""
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3:
+            raise ThresherError(
+                f"the image pipeline must give a uint8 (3, H, W) image, not {image.dtype} "
+                f"{tuple(image.shape)} (a user_transform returns a PIL image or a tensor)"
+            )
+        return image.as_subclass(torch.Tensor)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return pil_to_tensor(image)

@@ -6,6 +6,8 @@ normally do; where that is impossible, `load_embedder` raises EmbedderUnavailabl
 that says so, and the scan goes on without embeddings.
 
 Embeddings are the backbone's pooled features (classifier removed), L2-normalised, float16.
+On a GPU (`--device`, auto by default) the backbone runs there in half precision, a task's
+images in one pass; the uint8 thumbnails are copied, converted and normalised on the GPU.
 """
 
 from __future__ import annotations
@@ -33,11 +35,22 @@ class Embedder:
     input_side: int  # square input the workers prepare: (side, side, 3) uint8
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    device: str = "cpu"  # "cuda": the model is there, in float16
+
+    def pass_size(self, configured: int) -> int:
+        """Images per forward pass: the configured (small, cache-friendly) batch on a CPU; on a
+        GPU at least 256, so a scan task's images go in one pass."""
+        return configured if self.device == "cpu" else max(configured, 256)
 
 
-def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
-    """Build the backbone named by `spec` ('timm:<model>' or 'torchvision:<model>')."""
+def load_embedder(spec: str, weights: Path | str | None = None, device: str = "cpu") -> Embedder:
+    """Build the backbone named by `spec` ('timm:<model>' or 'torchvision:<model>') on
+    `device` (auto, cpu or cuda)."""
     import torch
+
+    from thresher.devices import resolve_device
+
+    where = resolve_device(device)  # before any weights are read: a bad --device is one line
 
     lib, _, name = spec.partition(":")
     if lib not in ("timm", "torchvision") or not name:
@@ -68,9 +81,12 @@ def load_embedder(spec: str, weights: Path | str | None = None) -> Embedder:
     # channels_last: oneDNN's fast path for convolutions on the CPU (faster for MobileNetV2 in a
     # by-hand timing; bench/scan.py measures the resulting embedding rate, not the difference).
     model = model.eval().to(memory_format=torch.channels_last)
+    if where.type == "cuda":
+        model = model.to(where, dtype=torch.float16)
     with torch.inference_mode():
-        dim = int(model(torch.zeros(1, 3, side, side)).shape[1])
-    return Embedder(spec, model, dim, side, mean, std)
+        probe = torch.zeros(1, 3, side, side, device=where, dtype=next(model.parameters()).dtype)
+        dim = int(model(probe).shape[1])
+    return Embedder(spec, model, dim, side, mean, std, where.type)
 
 
 def _timm(name: str, weights):
@@ -134,11 +150,14 @@ def embed_batch(embedder: Embedder, pixels: np.ndarray) -> np.ndarray:
     """(N, side, side, 3) uint8 -> (N, dim) float32, L2-normalised."""
     import torch
 
-    # NHWC uint8 permuted to NCHW is already channels_last in memory: no copy.
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(embedder.mean).view(1, 3, 1, 1)
-    std = torch.tensor(embedder.std).view(1, 3, 1, 1)
+    # NHWC uint8 permuted to NCHW is already channels_last in memory: no copy. On a GPU the
+    # uint8 thumbnails travel (a quarter of float32's bytes) and are converted there.
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(embedder.device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(embedder.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(embedder.std, device=x.device).view(1, 3, 1, 1)
+    dtype = torch.float16 if embedder.device == "cuda" else torch.float32
     with torch.inference_mode():
-        f = embedder.model(((x - mean) / std).contiguous(memory_format=torch.channels_last))
-        f = torch.nn.functional.normalize(f.float(), dim=1)
-    return f.numpy()
+        x = ((x - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+        f = torch.nn.functional.normalize(embedder.model(x).float(), dim=1)
+    return f.cpu().numpy()

@@ -124,6 +124,7 @@ def embed_measured(model, measured: Measured, batch_size: int) -> np.ndarray | N
     from thresher.scan.embed import embed_batch
 
     emb = np.full((len(measured.rows), model.dim), np.nan, dtype=np.float32)
+    batch_size = model.pass_size(batch_size)  # a GPU takes a task's images in one pass
     for i in range(0, len(measured.ok_index), batch_size):
         sl = slice(i, i + batch_size)
         emb[measured.ok_index[sl]] = embed_batch(model, measured.pixels[sl])

@@ -134,7 +134,9 @@ def scan(
 
         model = None
         if embed:
-            model, summary.embed_note = _prepare_embedder(cat, embedder, weights, log)
+            model, summary.embed_note = _prepare_embedder(
+                cat, embedder, weights, log, cfg.device
+            )
             summary.embedder = model.spec if model else None
 
         known = cat.known()
@@ -218,11 +220,11 @@ def _claim_workspace(cat: Catalog, src) -> None:
         )
 
 
-def _prepare_embedder(cat: Catalog, spec: str, weights, log):
+def _prepare_embedder(cat: Catalog, spec: str, weights, log, device: str = "cpu"):
     from thresher.scan.embed import EmbedderUnavailable, load_embedder
 
     try:
-        model = load_embedder(spec, weights)
+        model = load_embedder(spec, weights, device)
     except EmbedderUnavailable as e:
         note = f"embeddings off: {e}"
         log(note + " (clean's label-error and embedding-based duplicate checks need them)")

@@ -195,7 +195,10 @@ def first_step(
             order = list(_take(p.sampler, b * a * virtual))
             shares = [order[v::virtual] for v in range(virtual)]
             batches = [
-                [_collate(ds, shares[v][k * b : (k + 1) * b]) for k in range(a)]
+                [
+                    p.inputs(_collate(ds, shares[v][k * b : (k + 1) * b], p.collate))
+                    for k in range(a)
+                ]
                 for v in range(virtual)
             ]
             rec["samples"] = [[i for i, _ in s] for s in shares]
@@ -206,13 +209,14 @@ def first_step(
                 ds,
                 batch_size=b,
                 sampler=_Recording(p.sampler, drawn),
+                collate_fn=p.collate,
                 drop_last=True,
                 num_workers=0,
             )
             it = iter(loader)
-            batches = [[next(it) for _ in range(a)]]
+            batches = [[p.inputs(next(it)) for _ in range(a)]]  # augmented on the device
             rec["samples"] = [[i for i, _ in drawn[: b * a]]]
-        rec["inputs"] = [[x for x, _ in bs] for bs in batches]
+        rec["inputs"] = [[x.cpu() for x, _ in bs] for bs in batches]  # after the device's part
         rec["stage"] = "forward and backward"
         losses = [[None] * a for _ in batches]
         for k in range(a):
@@ -223,13 +227,11 @@ def first_step(
                 draw = k * (virtual if world == 1 else world) + v
                 if world == 1:
                     loss, _ = pieces.forward_backward(
-                        model, x.to(device), y.to(device), ctx, 0, draw, a * virtual, scaler
+                        model, x, y, ctx, 0, draw, a * virtual, scaler
                     )
                 else:
                     with distributed.no_sync(net, last=k == a - 1):
-                        loss, _ = pieces.forward_backward(
-                            net, x.to(device), y.to(device), ctx, 0, draw, a, scaler
-                        )
+                        loss, _ = pieces.forward_backward(net, x, y, ctx, 0, draw, a, scaler)
                 states[j] = torch.get_rng_state()
                 losses[j][k] = float(loss)
         rec["losses"] = losses
@@ -491,9 +493,9 @@ def _take(sampler, n: int) -> list:
     return out
 
 
-def _collate(ds, items: list) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [ds[it if it[1] is not None else it[0]] for it in items]
-    return torch.stack([x for x, _ in pairs]), torch.tensor([y for _, y in pairs])
+def _collate(ds, items: list, collate):
+    """The batch the training DataLoader would make of these (index, seed) items."""
+    return collate([ds[it if it[1] is not None else it[0]] for it in items])
 
 
 def _load_setup(spec: str) -> Setup:

@@ -156,8 +156,8 @@ def train(
                 finish |= _act(combine([h.after_step(state, line) for h in hooks]), state, p, rec)
                 if state.step % r.eval_every == 0 or state.step == r.total_steps:
                     train_accuracy = accuracy.take(ranks)
-                    ev = evaluate(p.model, p.val_ds, r, device, p.amp, len(p.classes)) \
-                        if ranks.main else None  # fmt: skip
+                    ev = evaluate(p.model, p.val_ds, r, device, p.amp, len(p.classes),
+                                  p.channels_last) if ranks.main else None  # fmt: skip
                     if ev is not None:  # rank 0; a stop it decides joins at the step's end
                         ev["train_accuracy"] = train_accuracy
                         rec.evaluation(state, ev)
@@ -247,8 +247,7 @@ def _accumulate(state: RunState, p: Parts, stream, accuracy: _TrainAccuracy):
     r, ranks = p.recipe, p.ranks
     loss_sum = torch.zeros((), device=p.device)
     for micro in range(r.grad_accum):
-        x, y = next(stream)
-        x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
+        x, y = p.inputs(next(stream))  # uint8 to the device, augmented there
         with distributed.no_sync(state.net, last=micro == r.grad_accum - 1):
             draw = micro * ranks.world + ranks.rank  # its place in the global step
             loss, logits = p.pieces.forward_backward(
@@ -268,38 +267,49 @@ def _accumulate(state: RunState, p: Parts, stream, accuracy: _TrainAccuracy):
 
 
 def _batches(p: Parts, state: RunState):
-    """The training stream, epoch after epoch, from the state's (epoch, position) on."""
+    """The training stream, epoch after epoch, from the state's (epoch, position) on.
+
+    One DataLoader for the whole stream, its workers persistent: an epoch boundary costs no
+    worker start-up. The sampler reads (epoch, position) each time the loader iterates it,
+    so a resumed stream starts mid-epoch with the same workers. Closing the stream (the
+    recycle-workers action, the run's end) shuts the workers down.
+    """
     r = p.recipe
-    args = dict(
+    loader = torch.utils.data.DataLoader(
+        p.train_ds,
+        sampler=p.sampler,
         batch_size=r.batch_size,
+        collate_fn=p.collate,  # on a CPU, the batch transforms run in the workers
         drop_last=True,
         num_workers=r.workers,
-        pin_memory=p.device.type == "cuda",
+        persistent_workers=r.workers > 0,
+        pin_memory=p.device.type == "cuda",  # uint8 batches, copied asynchronously
         worker_init_fn=ignore_stop_signals,  # Ctrl-C and SIGTERM are the main process's
         # The loader draws its base seed from this generator, not from the global RNG that
         # dropout uses: creating a loader mid-epoch on resume must not shift dropout's stream.
         generator=torch.Generator().manual_seed(r.seed),
     )
-    while True:
-        p.sampler.set_epoch(state.epoch, state.position)
-        start, drawn = state.position, 0
-        batches = iter(torch.utils.data.DataLoader(p.train_ds, sampler=p.sampler, **args))
-        try:
-            for x, y in batches:
-                state.position += len(y)
+    batches = None
+    try:
+        while True:
+            p.sampler.set_epoch(state.epoch, state.position)
+            start, drawn = state.position, 0
+            batches = iter(loader)  # persistent workers: the same processes, a new pass
+            for batch in batches:
+                state.position += len(batch[1])
                 drawn += 1
-                yield x, y
-        finally:
-            # The workers ignore SIGTERM (the main process checkpoints on it), so they are shut
-            # down here: an error's traceback would keep them alive, and the exit would wait
-            # on them forever.
-            getattr(batches, "_shutdown_workers", lambda: None)()
-        if drawn == 0 and start == 0:
-            raise ThresherError(
-                f"an epoch of this manifest holds no full batch of {r.batch_size}: its "
-                "weights draw too few samples (check the weight column, or oversample: false)"
-            )
-        state.epoch, state.position = state.epoch + 1, 0
+                yield batch
+            if drawn == 0 and start == 0:
+                raise ThresherError(
+                    f"an epoch of this manifest holds no full batch of {r.batch_size}: its "
+                    "weights draw too few samples (check the weight column, or oversample: false)"
+                )
+            state.epoch, state.position = state.epoch + 1, 0
+    finally:
+        # The workers ignore SIGTERM (the main process checkpoints on it), so they are shut
+        # down here: an error's traceback would keep them alive, and the exit would wait on
+        # them forever.
+        getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 def _resume(state: RunState, p: Parts, hooks: list[Hook], rec: _Recorder) -> None:

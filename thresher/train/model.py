@@ -123,3 +123,10 @@ def freeze(model: torch.nn.Module, names: list[str]) -> int:
             p.grad = None
             n += 1
     return n
+
+
+def use_channels_last(setting: bool | str, device: torch.device, model: torch.nn.Module) -> bool:
+    """The recipe's `channels_last` decided: auto is on for a convolutional net on CUDA."""
+    if setting != "auto":
+        return bool(setting)
+    return device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())

@@ -20,16 +20,23 @@ import torch
 
 from thresher.config import Recipe
 from thresher.data.balance import BalancedSampler
+from thresher.data.batch_transforms import BatchAugment
 from thresher.data.dataset import ImageDataset
 from thresher.data.manifest import Manifest, load_manifest
 from thresher.data.skipped import SkippedSamples
-from thresher.data.transforms import eval_transform, train_transform
+from thresher.data.transforms import eval_transform, eval_view_px, train_transform, train_view_px
 from thresher.devices import amp_dtype
 from thresher.errors import ThresherError
 from thresher.train.distributed import Ranks, seed_model, seed_rank
-from thresher.train.model import create_model, lowest_layers, param_groups
+from thresher.train.model import create_model, lowest_layers, param_groups, use_channels_last
 from thresher.train.optim import optimizer, scheduler
-from thresher.train.step import StepContext, forward_backward, step_context
+from thresher.train.step import (
+    BatchCollate,
+    StepContext,
+    device_inputs,
+    forward_backward,
+    step_context,
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,17 @@ class Parts:
     skipped: SkippedSamples  # samples the user transform could not handle
     label_error_share: float | None  # from the export, for the plateau diagnosis
     pieces: Pieces
+    augment: BatchAugment  # rotation, jitter, normalisation: on the device, per sample
+    channels_last: bool  # the model and its inputs in NHWC memory format
+
+    def inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training loader batch as the model's inputs on this run's device."""
+        return device_inputs(batch, self.device, self.augment, self.channels_last)
+
+    @property
+    def collate(self) -> BatchCollate:
+        """The training loaders' collate: on a CPU it also runs the batch transforms."""
+        return BatchCollate(self.augment, in_workers=self.device.type == "cpu")
 
     @property
     def classes(self) -> list[str]:
@@ -97,6 +115,9 @@ def setup(
         log("fp16 mixed precision needs CUDA: this run is float32 on the CPU (amp: bf16 works)")
     pieces.seed_model(r.seed, ranks.rank)
     model = create_model(r, n_classes, log).to(device)
+    channels_last = use_channels_last(r.channels_last, device, model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if r.sync_batchnorm and ranks.world > 1:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -110,7 +131,7 @@ def setup(
     skipped = SkippedSamples()
     train_ds, weights = training_data(r, m, train_rows, skipped)
     val_ds = ImageDataset(
-        m.paths[val_rows], m.targets[val_rows], eval_transform(r), max(r.image_size, 64)
+        m.paths[val_rows], m.targets[val_rows], eval_transform(r), eval_view_px(r)
     )
     return Parts(
         recipe=r,
@@ -133,6 +154,8 @@ def setup(
         skipped=skipped,
         label_error_share=label_error_share(data) if not isinstance(data, Manifest) else None,
         pieces=pieces,
+        augment=BatchAugment.from_recipe(r),
+        channels_last=channels_last,
     )
 
 
@@ -140,9 +163,7 @@ def training_data(
     r: Recipe, m: Manifest, rows: np.ndarray, skipped: SkippedSamples | None = None
 ) -> tuple[ImageDataset, np.ndarray]:
     """The training rows of a manifest as the recipe augments them, and their sampling weights."""
-    ds = ImageDataset(
-        m.paths[rows], m.targets[rows], train_transform(r), max(r.image_size, 64), skipped
-    )
+    ds = ImageDataset(m.paths[rows], m.targets[rows], train_transform(r), train_view_px(r), skipped)
     weights = m.weights[rows] if r.oversample else np.ones(len(rows), np.float32)
     return ds, weights
 

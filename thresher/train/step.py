@@ -6,7 +6,9 @@ does in 1 and in N processes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from thresher.config import Recipe
 from thresher.data.balance import minority_classes, minority_cutmix, smooth_one_hot
+from thresher.data.batch_transforms import BatchAugment
 from thresher.errors import ThresherError
 
 
@@ -36,6 +39,58 @@ def step_context(
     minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
     mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
     return StepContext(r, n_classes, minority, mixer, amp)
+
+
+class AugmentedBatch(NamedTuple):
+    """A batch whose device-side transforms already ran, in a CPU run's loader workers."""
+
+    inputs: torch.Tensor  # normalised float32
+    target: torch.Tensor
+    seed: torch.Tensor
+
+
+class BatchCollate:
+    """The training loader's collate: stack the samples; in a CPU run, augment them there too.
+
+    On a CPU the batch transforms run in the DataLoader worker (one thread, beside the model
+    in the training process, as the per-image transforms did) instead of in the training
+    process, whose threads would fight the workers for the cores. Same code, same numbers:
+    each sample's result is a function of its pixels and seed alone.
+    """
+
+    def __init__(self, augment: BatchAugment, in_workers: bool):
+        self.augment, self.in_workers = augment, in_workers
+
+    def __call__(self, samples: list):
+        batch = torch.utils.data.default_collate(samples)
+        if not self.in_workers or len(batch) < 3:  # no seeds: augmented in device_inputs
+            return batch
+        return AugmentedBatch(self.augment(batch[0], batch[2]), batch[1], batch[2])
+
+
+def device_inputs(
+    batch, device: torch.device, augment: BatchAugment, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A loader batch (uint8 images, targets, seeds) as the model's inputs on the device.
+
+    The uint8 batch is copied (asynchronously from pinned memory on CUDA), then rotated,
+    jittered and normalised there with each sample's own parameters (unless the loader's
+    collate already did, on a CPU). A sampler that gives no seeds (a user's, in ddp-check)
+    gets fresh random ones: not reproducible, as it asked.
+    """
+    images, y = batch[0], batch[1]
+    if isinstance(batch, AugmentedBatch):
+        x = images.to(device, non_blocking=True)
+    else:
+        if len(batch) > 2:
+            seeds = batch[2]
+        else:
+            fresh = torch.Generator().manual_seed(int.from_bytes(os.urandom(7), "little"))
+            seeds = torch.randint(0, 2**62, (len(y),), generator=fresh)
+        x = augment(images.to(device, non_blocking=True), seeds)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
 
 
 def forward_backward(
