@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -123,6 +124,27 @@ class Known:
     status: str
     has_embedding: bool
     label: str | None
+
+
+class QueuedFile(NamedTuple):
+    """A file in the review queue, and what a person decided about it (None: not yet)."""
+
+    id: int
+    path: str
+    label: str | None
+    issues: str  # its issue kinds, comma-separated
+    decision: str | None
+    decided_label: str | None
+
+
+class GroupMember(NamedTuple):
+    """A file of a duplicate group: whether clean kept it, and how sure it is a copy."""
+
+    id: int
+    path: str
+    label: str | None
+    keep: int
+    confidence: float
 
 
 class Catalog:
@@ -366,17 +388,15 @@ class Catalog:
         )
         return [IssueRow._make(r) for r in rows]
 
-    def review_queue(self) -> list[tuple]:
-        """The queued files in queue order: (id, path, label, issue kinds, decision, label).
-
-        `issue kinds` is a comma-separated list of the file's issues.
-        """
-        return self._db.execute(
+    def review_queue(self) -> list[QueuedFile]:
+        """The queued files in queue order."""
+        rows = self._db.execute(
             "SELECT i.id, i.path, i.label, GROUP_CONCAT(s.issue), d.decision, d.label "
             "FROM issues s JOIN images i ON i.id = s.image_id "
             "LEFT JOIN decisions d ON d.image_id = i.id "
             "WHERE s.review > 0 GROUP BY i.id ORDER BY MIN(s.review), i.id"
         ).fetchall()
+        return [QueuedFile(*r) for r in rows]
 
     def review_progress(self) -> tuple[int, int]:
         """(files in the review queue, how many of them have a decision)."""
@@ -386,15 +406,16 @@ class Catalog:
         ).fetchone()
         return total, decided
 
-    def group_members(self, group: int) -> list[tuple]:
-        """The files of one duplicate group: (id, path, label, keep, confidence), kept first."""
-        return self._db.execute(
+    def group_members(self, group: int) -> list[GroupMember]:
+        """The files of one duplicate group, the kept copy first."""
+        rows = self._db.execute(
             "SELECT i.id, i.path, i.label, MAX(s.keep), MAX(s.confidence) FROM issues s "
             "JOIN images i ON i.id = s.image_id WHERE s.grp = ? "
             f"AND s.issue IN {DUPLICATE_KINDS} "
             "GROUP BY i.id ORDER BY MAX(s.keep) DESC, MAX(s.confidence) DESC, i.path",
             (int(group),),
         ).fetchall()
+        return [GroupMember(*r) for r in rows]
 
     def image(self, image_id: int) -> dict | None:
         """One catalog row as a dict (every column of `images`), or None."""

@@ -192,7 +192,7 @@ class ReviewState:
             members = cat.group_members(group)
             if not members:
                 raise HTTPException(404, f"no duplicate group {group}")
-            ids = [m[0] for m in members]
+            ids = [m.id for m in members]
             rows = {m: cat.image(m) for m in ids}
             by_member: dict[int, list] = {m: [] for m in ids}
             decided: dict[int, tuple] = {}
@@ -200,15 +200,15 @@ class ReviewState:
                 by_member[x.image_id].append((x.issue, bool(x.keep)))
                 if x.decision:
                     decided[x.image_id] = (x.decision, x.decided_label)
-        kept = next((m[0] for m in members if m[3]), None)
+        kept = next((m.id for m in members if m.keep), None)
         out = []
         for m in members:
-            meta = rows[m[0]]
+            meta = rows[m.id]
             key = meta.get("pixel_checksum") or meta["checksum"]
             twins = [
                 o
                 for o in ids
-                if o != m[0]
+                if o != m.id
                 and key
                 and (rows[o].get("pixel_checksum") or rows[o]["checksum"]) == key
             ]
@@ -216,19 +216,19 @@ class ReviewState:
             name = readable_name(_name(meta["path"]))
             out.append(
                 {
-                    "id": m[0],
+                    "id": m.id,
                     "name": name,
                     "path": readable_name(meta["path"]),
                     "label": meta["label"] and readable_name(meta["label"]),
-                    "keep": bool(m[3]),
+                    "keep": bool(m.keep),
                     "width": meta["width"],
                     "height": meta["height"],
                     "effective_short_side": meta.get("effective_short_side"),
                     "size_bytes": meta["size_bytes"],
                     "format": meta["format"],
-                    "decision": decided.get(m[0], (None, None))[0],
-                    "decided_label": decided.get(m[0], (None, None))[1],
-                    "fate": fate_text(by_member[m[0]], bool(m[3])),
+                    "decision": decided.get(m.id, (None, None))[0],
+                    "decided_label": decided.get(m.id, (None, None))[1],
+                    "fate": fate_text(by_member[m.id], bool(m.keep)),
                     "same_pixels_as": twin
                     and (
                         readable_name(_name(rows[twin]["path"]))
@@ -368,18 +368,18 @@ def queue(state: State, issue: str | None = None, label: str | None = None):
     issues_count: dict[str, int] = {}
     labels_count: dict[str, int] = {}
     items = []
-    for image_id, _path, lab, kinds, decision, decided_label in rows:
-        kinds = kinds.split(",")
+    for r in rows:
+        kinds = r.issues.split(",")
         for k in kinds:
             issues_count[k] = issues_count.get(k, 0) + 1
-        lab = readable_name(lab or "")  # JSON holds UTF-8 only
+        lab = readable_name(r.label or "")  # JSON holds UTF-8 only
         labels_count[lab] = labels_count.get(lab, 0) + 1
         if (issue and issue not in kinds) or (label is not None and lab != label):
             continue
-        items.append({"id": image_id, "decision": decision, "decided_label": decided_label})
+        items.append({"id": r.id, "decision": r.decision, "decided_label": r.decided_label})
     return {
         "total": len(rows),
-        "decided": sum(1 for r in rows if r[4]),
+        "decided": sum(1 for r in rows if r.decision),
         "items": items,
         "issues": dict(sorted(issues_count.items(), key=lambda kv: -kv[1])),
         "labels": dict(sorted(labels_count.items())),
