@@ -6,7 +6,6 @@ Every command is a function of the `thresher` package too; see thresher/__init__
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -173,9 +172,11 @@ def clean(
     from thresher.clean.findings import clean as run_clean
     from thresher.clean.report import html_report
     from thresher.config import CleanThresholds, load_yaml
+    from thresher.progress import stage_bars
 
     th = load_yaml(config, CleanThresholds) if config else None
-    with _stages(["find issues", "write the report"] if report else ["find issues"]) as step:
+    stages = ["find issues", "write the report"] if report else ["find issues"]
+    with stage_bars("clean", stages) as step:
         step(0)
         s = run_clean(
             workspace,
@@ -189,59 +190,6 @@ def clean(
     _print_clean(s)
     if report:
         out.print(f"report: {page}")
-
-
-@contextmanager
-def _stages(names: list[str]):
-    """A rich progress bar over a command's stages (on stderr, silent when not a terminal).
-
-    Yields step(stage, done=None, total=None, what=None): start a stage, or move its own bar
-    (`what`: the part of the stage now running, shown after its name).
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    bar = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-        disable=not err.is_terminal,
-    )
-    titles = [f"clean {i + 1}/{len(names)}: {n}" for i, n in enumerate(names)]
-    tasks = [bar.add_task(t, total=None, start=False) for t in titles]
-
-    def step(
-        stage: int, done: int | None = None, total: int | None = None, what: str | None = None
-    ) -> None:
-        for earlier in range(stage):
-            finish(earlier)
-        bar.start_task(tasks[stage])
-        if total is not None:
-            totals[stage] = total
-            bar.update(tasks[stage], total=total, completed=done)
-        if what is not None:
-            bar.update(tasks[stage], description=f"{titles[stage]} ({what})")
-
-    totals = [1] * len(names)
-
-    def finish(stage: int) -> None:  # "4/4" for a stage of four detectors
-        bar.update(tasks[stage], total=totals[stage], completed=totals[stage],
-                   description=titles[stage])  # fmt: skip
-
-    with bar:
-        yield step
-        for stage in range(len(tasks)):
-            finish(stage)
 
 
 @app.command()

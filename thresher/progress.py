@@ -1,10 +1,13 @@
-"""The one progress bar (rich, on stderr): the scan's and the training run's.
+"""The progress bars (rich, on stderr): one bar for the scan and the training run, and a bar
+per stage for a command of several stages (clean: find issues, write the report).
 
 Label, bar, done/total, a line of figures (the measured rate, or what the caller says),
 elapsed time and ETA. Silent when off, so callers need no `if`.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 
 class ProgressBar:
@@ -72,3 +75,58 @@ class ProgressBar:
         """Stop drawing (the last state stays on the terminal)."""
         if self.bar is not None:
             self.bar.stop()
+
+
+@contextmanager
+def stage_bars(command: str, names: list[str]):
+    """One bar per stage of COMMAND (on stderr, silent when not a terminal): `thresher clean`'s.
+
+    Yields step(stage, done=None, total=None, what=None): start a stage, or move its own bar
+    (`what`: the part of the stage now running, shown after its name).
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+    titles = [f"{command} {i + 1}/{len(names)}: {n}" for i, n in enumerate(names)]
+    tasks = [bar.add_task(t, total=None, start=False) for t in titles]
+
+    def step(
+        stage: int, done: int | None = None, total: int | None = None, what: str | None = None
+    ) -> None:
+        for earlier in range(stage):
+            finish(earlier)
+        bar.start_task(tasks[stage])
+        if total is not None:
+            totals[stage] = total
+            bar.update(tasks[stage], total=total, completed=done)
+        if what is not None:
+            bar.update(tasks[stage], description=f"{titles[stage]} ({what})")
+
+    totals = [1] * len(names)
+
+    def finish(stage: int) -> None:  # "4/4" for a stage of four detectors
+        bar.update(tasks[stage], total=totals[stage], completed=totals[stage],
+                   description=titles[stage])  # fmt: skip
+
+    with bar:
+        yield step
+        for stage in range(len(tasks)):
+            finish(stage)
