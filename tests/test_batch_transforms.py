@@ -111,7 +111,7 @@ def test_the_workers_crop_and_flip_in_uint8_at_the_recipe_size():
     assert grey.shape == (3, 32, 32) and (grey == 7).all()
 
 
-def test_a_user_transform_returning_floats_is_a_clear_error():
+def test_a_pipeline_giving_neither_uint8_nor_an_image_is_a_clear_error():
     from thresher.data.transforms import to_uint8_chw
     from thresher.errors import ThresherError
 

@@ -72,6 +72,6 @@ def test_the_bottleneck_verdict_names_the_slower_side_and_what_to_change():
     # This CPU: the loader far outruns a model step on the CPU.
     m = bottleneck(900, 40, workers=2, cores=2, image_size=224, batch_size=64)
     assert m.side == "model" and m.images_per_s == 40 and m.device_idle_share == 0
-    assert "mixed precision" in m.advice and "1 workers would still keep up" in m.advice
+    assert "mixed precision" in m.advice and "1 worker would still keep up" in m.advice
     even = bottleneck(1000, 1050, workers=8, cores=16, image_size=224, batch_size=64)
     assert even.side == "balanced" and even.images_per_s == 1000

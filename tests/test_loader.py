@@ -84,3 +84,16 @@ def test_device_inputs_augment_each_sample_by_its_seed(tiny_data):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     x, _ = forced.inputs(batch)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_auto_is_on_for_conv_nets_on_cuda_only_not_for_a_vit():
+    import timm
+
+    from thresher.train.model import use_channels_last
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # only compared, never used
+    conv = timm.create_model("resnet10t", num_classes=3)
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=3)  # one conv: the patch embed
+    assert use_channels_last("auto", cuda, conv) and not use_channels_last("auto", cpu, conv)
+    assert not use_channels_last("auto", cuda, vit)
+    assert use_channels_last(True, cpu, vit) and not use_channels_last(False, cuda, conv)

@@ -324,9 +324,10 @@ class Recipe(_Strict):
     hflip: float = Field(0.5, ge=0, le=1, description="Horizontal flip probability.")
     user_transform: str | None = Field(
         None,
-        description="'module:callable' returning a transform (PIL image -> PIL image), applied "
-        "in the DataLoader workers after the crop and flip, before rotation, colour jitter and "
-        "normalisation (those run batched on the training device).",
+        description="'module:callable' applied to each sample in the DataLoader workers after "
+        "the crop and flip (PIL image -> PIL image, or a (3, H, W) uint8 tensor, or a float "
+        "tensor in [0, 1]), before rotation, colour jitter and normalisation (those run batched "
+        "on the training device; the jitter clamps to [0, 1]).",
     )
     oversample: bool = Field(
         True, description="Sample by the manifest's `weight` column (the balancing plan)."

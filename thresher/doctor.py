@@ -138,7 +138,7 @@ def bottleneck(
             f"raise workers from {workers} to {min(cores - 1, int(np.ceil(need)))} "
             f"(this machine has {cores} cores)"
             if workers < cores - 1
-            else f"every core already decodes ({workers} workers on {cores} cores)"
+            else f"every core already decodes ({_workers(workers)} on {cores} cores)"
         )
         advice = (
             f"the loader is the bottleneck: the device waits {1 - lo / st:.0%} of the time. "
@@ -152,7 +152,7 @@ def bottleneck(
             f"the model's step is the bottleneck ({lo / st:.1f}x the data it needs arrives): "
             f"mixed precision (amp: bf16 or fp16), channels_last, a larger batch than "
             f"{batch_size} if it fits, or a smaller model go faster; "
-            f"{fewer} workers would still keep up"
+            f"{_workers(fewer)} would still keep up"
         )
         return Bottleneck("model", lo, st, advice)
     advice = (
@@ -172,10 +172,12 @@ def loader_check(
     import torch
 
     from thresher.data.balance import BalancedSampler
+    from thresher.data.batch_transforms import BatchAugment
     from thresher.data.dataset import ImageDataset
     from thresher.data.manifest import load_manifest
     from thresher.data.transforms import train_transform, train_view_px
     from thresher.guard.memory import theil_sen_slope
+    from thresher.train.step import BatchCollate
 
     m = load_manifest(data)
     rows = np.nonzero(~m.is_val)[0]
@@ -199,6 +201,10 @@ def loader_check(
     loader = torch.utils.data.DataLoader(
         ds, batch_size=recipe.batch_size, sampler=sampler, num_workers=recipe.workers,
         drop_last=True, persistent_workers=recipe.workers > 0,
+        # As the run collates: on a CPU the workers also rotate, jitter and normalise, and
+        # that is part of what the loader can deliver.
+        collate_fn=BatchCollate(BatchAugment.from_recipe(recipe),
+                                in_workers=not torch.cuda.is_available()),
     )  # fmt: skip
     n, epoch = 0, 0
     t0 = time.monotonic()
@@ -334,7 +340,7 @@ def doctor(
     if recipe is not None and data is not None:
         c = loader_check(recipe, Path(data))
         rep.pipeline.append(("DataLoader throughput", f"{c['images_per_s']:.0f} images/s with "
-                             f"{recipe.workers} workers", ""))  # fmt: skip
+                             f"{_workers(recipe.workers)}", ""))  # fmt: skip
         rep.bottleneck = _step_against_loader(recipe, c["images_per_s"], rep)
         limit = recipe.guards.leak_mb_per_s
         for who, rate in (("main process", c["main_mb_per_s"]),
@@ -366,3 +372,7 @@ def _step_against_loader(recipe: Recipe, loader_rate: float, rep: DoctorReport) 
                          "device waits" if b.side == "loader" else ""))  # fmt: skip
     (rep.warnings if b.side == "loader" else rep.notes).append(b.advice)
     return b
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker" if n == 1 else f"{n} workers"

@@ -6,8 +6,10 @@ the whole batch at once: rotation, colour jitter, normalisation. The same code r
 
 Each sample's parameters (angle, brightness, contrast, saturation) are a function of its
 augmentation seed alone (the sampler's hash of seed, epoch and global position), drawn with
-SplitMix64, not from a global RNG: a resumed run draws what the uninterrupted one drew, any
-rank draws the same for the same sample, and a batch of N equals N batches of 1.
+SplitMix64, not from a global RNG: a resumed run draws what the uninterrupted one drew, and
+any rank draws the same for the same sample. On a CPU a batch of N also equals N batches of 1
+bit for bit (tested); CUDA sizes its reduction kernels by the batch, so there it is equal to
+rounding only (resume and ddp-check compare batches of equal size, so they do not rely on it).
 
 Against torchvision's per-image transforms it replaces (v2.RandomRotation, v2.ColorJitter):
 rotation is bilinear (torchvision's default is nearest) with the same black fill, and the
@@ -19,11 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from thresher.bits import splitmix64
+
+if TYPE_CHECKING:
+    from thresher.config import Recipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,11 +87,19 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
+@lru_cache(maxsize=16)
+def _channels(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+    """A (1, 3, 1, 1) float32 constant on `device`, made once.
+
+    torch.tensor(..., device="cuda") is a blocking copy: made per batch, it would stall the
+    CPU until the GPU's queue drains, and the next step could not be queued behind it.
+    """
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """ImageNet mean / std normalisation of float images in [0, 1] (new tensor)."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - _channels(IMAGENET_MEAN, x.device)) / _channels(IMAGENET_STD, x.device)
 
 
 def rotate(x: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
@@ -111,7 +126,7 @@ def rotate(x: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
 
 def grey(x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, 1, H, W) luminance with torchvision's weights."""
-    return (x * torch.tensor(GREY, device=x.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return (x * _channels(GREY, x.device)).sum(dim=1, keepdim=True)
 
 
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -136,7 +151,8 @@ class BatchAugment:
         self.rotation, self.jitter = float(rotation), float(color_jitter)
 
     @classmethod
-    def from_recipe(cls, recipe) -> BatchAugment:
+    def from_recipe(cls, recipe: Recipe) -> BatchAugment:
+        """The recipe's rotation (degrees) and colour jitter."""
         return cls(recipe.rotation, recipe.color_jitter)
 
     def __call__(self, images: torch.Tensor, seeds: torch.Tensor | np.ndarray) -> torch.Tensor:

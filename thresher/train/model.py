@@ -129,4 +129,8 @@ def use_channels_last(setting: bool | str, device: torch.device, model: torch.nn
     """The recipe's `channels_last` decided: auto is on for a convolutional net on CUDA."""
     if setting != "auto":
         return bool(setting)
-    return device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    # A patch embedding (kernel == stride: a ViT's one conv) does not make a convolutional net.
+    return device.type == "cuda" and any(
+        isinstance(m, torch.nn.Conv2d) and tuple(m.kernel_size) != tuple(m.stride)
+        for m in model.modules()
+    )
