@@ -97,3 +97,77 @@ def test_channels_last_auto_is_on_for_conv_nets_on_cuda_only_not_for_a_vit():
     assert use_channels_last("auto", cuda, conv) and not use_channels_last("auto", cpu, conv)
     assert not use_channels_last("auto", cuda, vit)
     assert use_channels_last(True, cpu, vit) and not use_channels_last(False, cuda, conv)
+
+
+class _Spy:
+    """The run's sampler, noting how many batches the loop had consumed when each epoch's
+    first batch was drawn (the loader draws in the main process)."""
+
+    def __init__(self, sampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+        self.consumed, self.drawn_at = 0, {}
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for i, item in enumerate(self.sampler):
+            if i == self.batch_size - 1:
+                self.drawn_at.setdefault(self.sampler.epoch, self.consumed)
+            yield item
+
+
+def test_the_workers_draw_the_next_epoch_while_this_one_trains(tiny_data):
+    from thresher.train.loop import _batches
+    from thresher.train.state import RunState
+
+    p = _parts(tiny_data, workers=2)
+    per_epoch = len(p.sampler) // 8
+    p.sampler = spy = _Spy(p.sampler, 8)
+    stream = _batches(p, RunState(p.model, p.opt, p.scaler))
+    for _ in range(per_epoch + 1):
+        next(stream)
+        spy.consumed += 1
+    stream.close()
+    # Before, the second epoch's indices went out only after the first epoch was all consumed:
+    # the model waited for the workers at every boundary.
+    assert spy.drawn_at[0] == 0 and spy.drawn_at[1] < per_epoch
+
+
+def _per_epoch_places(sampler, epoch: int, position: int, n: int, b: int = 8):
+    """(epoch, position, seeds) of the next n batches, as the loop did it an epoch at a time."""
+    out = []
+    while len(out) < n:
+        sampler.set_epoch(epoch)
+        seeds = [s for _, s in sampler]
+        while position + b <= len(seeds) and len(out) < n:
+            position += b
+            out.append((epoch, position, seeds[position - b : position]))
+        if position + b > len(seeds):
+            epoch, position = epoch + 1, 0
+    return out
+
+
+def test_the_loop_sees_each_batch_where_the_per_epoch_stream_put_it(tiny_data):
+    from thresher.data.balance import epoch_indices
+    from thresher.train.loop import _batches
+    from thresher.train.state import RunState
+
+    p = _parts(tiny_data, workers=0)
+    lengths = [len(epoch_indices(p.sampler.weights, e, 0)) for e in range(3)]
+    assert lengths[0] % 8 and lengths[1] % 8  # each epoch's end drops a partial batch
+    starts = [(0, 0), (1, 8), (1, lengths[1] - 3)]  # across two ends, mid-epoch, 3 left
+    for (epoch, position), n in zip(starts, [2 * lengths[0] // 8 + 2, 4, 2], strict=True):
+        want = _per_epoch_places(p.sampler, epoch, position, n)
+        state = RunState(p.model, p.opt, p.scaler, epoch=epoch, position=position)
+        stream = _batches(p, state)
+        got = []
+        for _ in range(n):
+            b = next(stream)
+            got.append((state.epoch, state.position, b.seed.tolist()))
+        stream.close()
+        assert got == want
+        assert p.sampler.epoch == state.epoch  # set back to the loop's place (the summary)

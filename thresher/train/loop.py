@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from thresher.config import Recipe, load_yaml
+from thresher.data.epochs import EpochBatches
 from thresher.errors import ThresherError
 from thresher.files import atomic_write
 from thresher.guard.hooks import Event, Hook, Verdict, combine
@@ -269,18 +270,19 @@ def _accumulate(state: RunState, p: Parts, stream, accuracy: _TrainAccuracy):
 def _batches(p: Parts, state: RunState):
     """The training stream, epoch after epoch, from the state's (epoch, position) on.
 
-    One DataLoader for the whole stream, its workers persistent: an epoch boundary costs no
-    worker start-up. The sampler reads (epoch, position) each time the loader iterates it,
-    so a resumed stream starts mid-epoch with the same workers. Closing the stream (the
-    recycle-workers action, the run's end) shuts the workers down.
+    One DataLoader, iterated once, over batches that run on across the epochs
+    (data/epochs.py): its workers prefetch the next epoch's first batches while this epoch's
+    last ones train, and a resumed stream starts mid-epoch. The loader draws ahead of the
+    loop, so each batch's (epoch, position) comes from the batch sampler's FIFO as the batch
+    is consumed: a checkpoint saves the place of the last batch trained. Closing the stream
+    (the recycle-workers action, the run's end) shuts the workers down.
     """
     r = p.recipe
+    order = EpochBatches(p.sampler, r.batch_size, state.epoch, state.position)
     loader = torch.utils.data.DataLoader(
         p.train_ds,
-        sampler=p.sampler,
-        batch_size=r.batch_size,
+        batch_sampler=order,
         collate_fn=p.collate,  # on a CPU, the batch transforms run in the workers
-        drop_last=True,
         num_workers=r.workers,
         persistent_workers=r.workers > 0,
         pin_memory=p.device.type == "cuda",  # uint8 batches, copied asynchronously
@@ -291,25 +293,24 @@ def _batches(p: Parts, state: RunState):
     )
     batches = None
     try:
-        while True:
-            p.sampler.set_epoch(state.epoch, state.position)
-            start, drawn = state.position, 0
-            batches = iter(loader)  # persistent workers: the same processes, a new pass
-            for batch in batches:
-                state.position += len(batch[1])
-                drawn += 1
-                yield batch
-            if drawn == 0 and start == 0:
-                raise ThresherError(
-                    f"an epoch of this manifest holds no full batch of {r.batch_size}: its "
-                    "weights draw too few samples (check the weight column, or oversample: false)"
-                )
-            state.epoch, state.position = state.epoch + 1, 0
+        batches = iter(loader)
+        for batch in batches:
+            place = order.places.popleft()  # the loader delivers batches in order
+            state.epoch, state.position = place.epoch, place.position
+            yield batch
+        state.epoch, state.position = order.empty_epoch, 0  # the stream ends only there
+        raise ThresherError(
+            f"an epoch of this manifest holds no full batch of {r.batch_size}: its "
+            "weights draw too few samples (check the weight column, or oversample: false)"
+        )
     finally:
         # The workers ignore SIGTERM (the main process checkpoints on it), so they are shut
         # down here: an error's traceback would keep them alive, and the exit would wait on
         # them forever.
         getattr(batches, "_shutdown_workers", lambda: None)()
+        # The sampler was set ahead, to epochs the loop has not reached; back to the loop's
+        # place, for what reads it afterwards (the summary's epoch count).
+        p.sampler.set_epoch(state.epoch, state.position)
 
 
 def _resume(state: RunState, p: Parts, hooks: list[Hook], rec: _Recorder) -> None:
