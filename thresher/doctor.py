@@ -174,6 +174,7 @@ def loader_check(
     from thresher.data.balance import BalancedSampler
     from thresher.data.batch_transforms import BatchAugment
     from thresher.data.dataset import ImageDataset
+    from thresher.data.epochs import EpochBatches
     from thresher.data.manifest import load_manifest
     from thresher.data.transforms import train_transform, train_view_px
     from thresher.guard.memory import theil_sen_slope
@@ -196,29 +197,30 @@ def loader_check(
             series.setdefault(p.pid, []).append((time.monotonic() - t0,
                                                  getattr(info, "uss", info.rss)))  # fmt: skip
 
-    # One loader with persistent workers: a worker that lives through the whole check shows its
-    # trend, where a new one per epoch would show only its start-up growth.
+    # One loader over one unbroken stream of epochs, as the run's: a worker that lives through
+    # the whole check shows its trend (a new one per epoch would show only its start-up
+    # growth), and no epoch boundary stalls the rate.
     loader = torch.utils.data.DataLoader(
-        ds, batch_size=recipe.batch_size, sampler=sampler, num_workers=recipe.workers,
-        drop_last=True, persistent_workers=recipe.workers > 0,
+        ds, batch_sampler=EpochBatches(sampler, recipe.batch_size), num_workers=recipe.workers,
         # As the run collates: on a CPU the workers also rotate, jitter and normalise, and
         # that is part of what the loader can deliver.
         collate_fn=BatchCollate(BatchAugment.from_recipe(recipe),
                                 in_workers=not torch.cuda.is_available()),
     )  # fmt: skip
-    n, epoch = 0, 0
+    n = 0
     t0 = time.monotonic()
     last = t0
-    while n < batches or time.monotonic() - t0 < min_seconds:
-        sampler.set_epoch(epoch)
-        for _batch in loader:  # uint8, as the training workers make it
+    stream = iter(loader)
+    try:
+        for _batch in stream:  # uint8 (augmented in the workers on a CPU), as the run's
             n += 1
             if time.monotonic() - last >= interval_s:
                 sample(t0)
                 last = time.monotonic()
             if n >= batches and time.monotonic() - t0 >= min_seconds:
                 break
-        epoch += 1
+    finally:
+        getattr(stream, "_shutdown_workers", lambda: None)()
     seconds = time.monotonic() - t0
     slopes = {}
     for pid, pts in series.items():
