@@ -15,6 +15,7 @@ def evaluate(model, dataset, r: Recipe, device, amp_dtype, n_classes: int) -> di
     """Accuracy, loss, per-class accuracy and the confusion matrix on the validation split."""
     if len(dataset) == 0:
         return None
+    modes = [(m, m.training) for m in model.modules()]  # a head-only phase keeps its own
     model.eval()
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -32,7 +33,8 @@ def evaluate(model, dataset, r: Recipe, device, amp_dtype, n_classes: int) -> di
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         pred = logits.argmax(dim=1)
         np.add.at(confusion, (y.cpu().numpy(), pred.cpu().numpy()), 1)
-    model.train()
+    for m, mode in modes:
+        m.training = mode
     n = confusion.sum()
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     return {

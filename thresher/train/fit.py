@@ -23,6 +23,7 @@ ADAMW_WEIGHT_DECAY = 0.05
 LION_FACTOR = 3.0  # Lion: lr / 3, weight decay x 3 (the low end of the authors' 3-10)
 HEAD_LR_FACTOR = 10.0  # a fresh head learns 10x faster than the pretrained backbone moves
 WARMUP_SHARE = 0.05
+HEAD_ONLY_FRACTION = 0.25  # LP-FT: the head alone for the first quarter (bench/finetune.py)
 DEFAULT_EPOCHS = 15
 
 
@@ -82,6 +83,11 @@ def fit_recipe(
         Choice("weight_decay_backbone", float(f"{wd:.3g}"), why_wd),
         Choice("weight_decay_head", float(f"{wd:.3g}"), why_wd),
         Choice("head_init", "zero", "first loss ln(classes)"),
+        Choice(
+            "head_only_fraction",
+            HEAD_ONLY_FRACTION,
+            "the head alone first, then the whole network (LP-FT): features less distorted",
+        ),
         Choice("drop_rate", 0.2, "timm's fine-tuning dropout; 0.5 is for long runs"),
         Choice("drop_path_rate", 0.1, "timm's fine-tuning stochastic depth"),
         Choice("label_smoothing", 0.1, "fine-tuning practice"),
