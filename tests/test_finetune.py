@@ -126,7 +126,7 @@ def test_cli_fit_to_data_prints_every_choice_and_writes_it_to_the_runs_recipe(ti
     assert p.returncode == 0, p.stderr[-2000:]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert saved["total_steps"] == 11 and saved["grad_accum"] == 1  # 84 images / 8, 1 epoch
-    for field in ("total_steps", "warmup_steps", "lr", "head_lr", "weight_decay_backbone"):
+    for field in ("total_steps", "warmup_steps", "lr", "head_lr", "head_only_fraction"):
         assert f"  {field}: {saved[field]}" in p.stderr, field
     metrics = (run / "metrics.jsonl").read_text()
     assert '"step": 11' in metrics
