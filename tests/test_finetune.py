@@ -127,7 +127,100 @@ def test_cli_fit_to_data_prints_every_choice_and_writes_it_to_the_runs_recipe(ti
     assert p.returncode == 0, p.stderr[-2000:]
     saved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert saved["total_steps"] == 11 and saved["grad_accum"] == 1  # 84 images / 8, 1 epoch
-    for field in ("total_steps", "warmup_steps", "lr", "head_lr", "weight_decay_backbone"):
+    for field in ("total_steps", "warmup_steps", "lr", "head_lr", "head_only_fraction"):
         assert f"  {field}: {saved[field]}" in p.stderr, field
     metrics = (run / "metrics.jsonl").read_text()
     assert '"step": 11' in metrics
+
+
+def test_head_only_fraction_outside_zero_to_a_half_is_one_clear_line(tmp_path):
+    from pydantic import ValidationError
+
+    from thresher.config import load_yaml
+
+    short = dict(total_steps=10, warmup_steps=1)
+    assert Recipe(head_only_fraction=0.5, **short).head_only_steps == 5
+    assert Recipe(head_only_fraction=0.25, **short).head_only_steps == 3  # rounded up
+    for bad in (0.7, -0.1):
+        with pytest.raises(ValidationError, match=r"head_only_fraction .*must be in \[0, 0.5\]"):
+            Recipe(head_only_fraction=bad)
+    (tmp_path / "r.yaml").write_text("head_only_fraction: 0.8\n")
+    with pytest.raises(ThresherError, match=r"head_only_fraction 0.8: .*\[0, 0.5\]") as e:
+        load_yaml(tmp_path / "r.yaml", Recipe)
+    assert "\n" not in str(e.value)
+
+
+def _lp_ft_recipe(**over) -> Recipe:
+    base = dict(
+        model="resnet10t", image_size=32, batch_size=8, grad_accum=2, total_steps=6,
+        warmup_steps=1, head_only_fraction=0.5, lr=2e-3, head_lr=1e-2, workers=0,
+        eval_every=6, checkpoint_every=1, log_every=1, amp="off", grad_checkpointing=False,
+    )  # fmt: skip
+    return Recipe(**{**base, **over})
+
+
+@pytest.fixture
+def every_checkpoint(monkeypatch):
+    """Each checkpoint.pt the loop writes is also kept as step<N>.pt beside it (real files)."""
+    from thresher.train import checkpoint
+
+    save = checkpoint.save
+
+    def keep(path, state):
+        save(path, state)
+        if path.name == checkpoint.LATEST:
+            save(path.with_name(f"step{state['step']}.pt"), state)
+
+    monkeypatch.setattr(checkpoint, "save", keep)
+
+
+def test_the_head_trains_alone_first_then_the_whole_network(tiny_data, tmp_path, every_checkpoint):
+    """head_only_fraction 0.5 of 6 steps: steps 1-3 move the head alone, 4-6 everything."""
+    from thresher.train.distributed import seed_model
+    from thresher.train.loop import train
+    from thresher.train.model import create_model
+
+    r = _lp_ft_recipe()
+    run = tmp_path / "run"
+    train(r, tiny_data, run, progress=False, log=lambda m: None)
+    seed_model(r.seed, 0)  # the run's initial weights, as setup builds them
+    start = create_model(r, 4, lambda m: None).state_dict()
+    ck = {s: torch.load(run / f"step{s}.pt", weights_only=True)["model"] for s in (1, 3, 6)}
+    head = {"fc.weight", "fc.bias"}
+    backbone = [k for k in start if k not in head and "num_batches_tracked" not in k]
+    assert any("running_mean" in k for k in backbone)  # batch-norm statistics are checked too
+    for k in backbone:  # fixed weights, and ImageNet-style statistics left as they were
+        assert torch.equal(ck[3][k], start[k]), k
+    for k in head:
+        assert not torch.equal(ck[1][k], start[k]) and not torch.equal(ck[3][k], ck[1][k]), k
+        assert not torch.equal(ck[6][k], ck[3][k]), k
+    moved = [k for k in backbone if not torch.equal(ck[6][k], ck[3][k])]
+    assert len(moved) == len(backbone)  # after the phase every tensor trains
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    phases = [(x["step"], x["message"]) for x in recs if x.get("event") == "head_only"]
+    assert phases[0][0] == 0 and "head alone trains until step 3" in phases[0][1]
+    assert phases[1][0] == 3 and "whole network" in phases[1][1]
+    assert not [x for x in recs if x.get("event", "").startswith("numeric")]
+
+
+def test_a_run_resumed_inside_the_head_phase_ends_with_the_same_weights(
+    tiny_data, tmp_path, every_checkpoint
+):
+    """Resumed at step 2, it crosses the phase boundary at 3 as the uninterrupted run did."""
+    import shutil
+
+    from thresher.train.loop import train
+
+    r = _lp_ft_recipe()
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(r, tiny_data, a, progress=False, log=lambda m: None)
+    b.mkdir()
+    shutil.copy(a / "step2.pt", b / "checkpoint.pt")
+    said: list[str] = []
+    train(r, tiny_data, b, resume=True, progress=False, log=said.append)
+    assert any("resumed" in m and "at step 2" in m for m in said)
+    wa = torch.load(a / "checkpoint.pt", weights_only=True)
+    wb = torch.load(b / "checkpoint.pt", weights_only=True)
+    assert wa["step"] == wb["step"] == 6
+    for k in wa["model"]:
+        assert torch.equal(wa["model"][k], wb["model"][k]), k

@@ -6,6 +6,7 @@ or a bad value is reported by name in one line.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -276,6 +277,13 @@ class Recipe(_Strict):
         description="A fresh classifier head on pretrained weights (the class count differs): "
         "zero (every class equally likely, first loss ln(classes)) or timm's own init.",
     )
+    head_only_fraction: float = Field(
+        0.0,
+        description="The first share of steps (0 to 0.5) in which only the classifier head "
+        "trains: the backbone's weights are fixed and its batch-norm statistics and stochastic "
+        "depth are in evaluation mode, as for a linear probe; then the whole network trains "
+        "(LP-FT, Kumar et al. 2022: a head fitted first distorts the pretrained features less).",
+    )
     warmup_steps: int = Field(500, ge=0, description="Linear warm-up, in optimizer steps.")
     total_steps: int = Field(
         50_000, ge=1, description="Optimizer steps in the run (cosine decay ends here)."
@@ -376,6 +384,12 @@ class Recipe(_Strict):
             )
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr:g} is above lr {self.lr:g}")
+        if not 0 <= self.head_only_fraction <= 0.5:
+            raise ValueError(
+                f"head_only_fraction {self.head_only_fraction:g}: the share of steps that train "
+                "the head alone must be in [0, 0.5] (the rest fine-tunes the whole network), "
+                "e.g. 0.25"
+            )
         if self.warmup_steps > self.total_steps:
             raise ValueError(
                 f"warmup_steps {self.warmup_steps} is more than total_steps {self.total_steps}"
@@ -388,6 +402,11 @@ class Recipe(_Strict):
                 f"{self.batch_size} input images alone would be {gb:,.0f} GB"
             )
         return self
+
+    @property
+    def head_only_steps(self) -> int:
+        """Optimizer steps at the start in which only the head trains (head_only_fraction)."""
+        return math.ceil(self.total_steps * self.head_only_fraction)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -98,6 +98,7 @@ class NumericGuard(Hook):
         self.start_loss: float | None = None  # the first step's loss: the divergence yardstick
         self.start_weight_norm: float | None = None
         self.last: tuple[float, float] = (float("nan"), float("nan"))  # (loss, grad norm)
+        self.trains: int | None = None  # tensors that took gradients in the last step
         self._buffers: list = []
         self._saved: list = []
 
@@ -111,7 +112,13 @@ class NumericGuard(Hook):
 
     def before_step(self, state) -> None:
         """Keep the float buffers (batch-norm statistics) as they were before this step: a bad
-        forward pass writes NaN into them even when its step is skipped."""
+        forward pass writes NaN into them even when its step is skipped. When the set of
+        trained tensors changes (the end of a head-only phase, a freeze), the gradient norm
+        measures something else: its baseline starts again."""
+        trains = sum(q.requires_grad for q in state.model.parameters())
+        if trains != self.trains and self.trains is not None:
+            self.grad_history.clear()
+        self.trains = trains
         if not self._buffers:
             self._buffers = [b for b in state.model.buffers() if b.is_floating_point()]
             self._saved = [b.detach().clone() for b in self._buffers]
@@ -191,6 +198,7 @@ class NumericGuard(Hook):
             "grad_history": list(self.grad_history),
             "start_loss": self.start_loss,
             "start_weight_norm": self.start_weight_norm,
+            "trains": self.trains,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -198,6 +206,7 @@ class NumericGuard(Hook):
         self.loss_history.extend(state["loss_history"])
         self.grad_history.extend(state["grad_history"])
         self.start_loss = state.get("start_loss")
+        self.trains = state.get("trains")
         self.start_weight_norm = state.get("start_weight_norm")
 
     # -- the decision ---------------------------------------------------------------------------
@@ -225,7 +234,9 @@ class NumericGuard(Hook):
         if not bad and len(self.loss_history) >= self.cfg.baseline_min_steps:
             bad = robust_spike(
                 loss_v, np.array(self.loss_history), self.cfg.spike_z, self.cfg.spike_ratio
-            ) or robust_spike(
+            )
+        if not bad and len(self.grad_history) >= self.cfg.baseline_min_steps:
+            bad = robust_spike(
                 grad_v, np.array(self.grad_history), self.cfg.spike_z, self.cfg.spike_ratio
             )
         if not bad:

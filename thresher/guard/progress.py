@@ -249,6 +249,9 @@ class ProgressGuard(Hook):
             rng = torch.get_rng_state()  # the checks must not shift the run's RNG
             cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
             frozen = self.frozen_by_recipe if state.frozen else set()
+            if state.step <= self.recipe.head_only_steps:  # the head-only phase fixes the rest
+                frozen = frozen | {n for n, q in state.model.named_parameters()
+                                   if not q.requires_grad}  # fmt: skip
             findings = diagnose_plateau(state.model, state.batch, self.losses, self.n_classes,
                                         frozen, self.label_error_share)  # fmt: skip
             torch.set_rng_state(rng)

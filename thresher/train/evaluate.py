@@ -21,6 +21,7 @@ def evaluate(
     """
     if len(dataset) == 0:
         return None
+    modes = [(m, m.training) for m in model.modules()]  # a head-only phase keeps its own
     model.eval()
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -42,7 +43,8 @@ def evaluate(
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
         pred = logits.argmax(dim=1)
         np.add.at(confusion, (y.cpu().numpy(), pred.cpu().numpy()), 1)
-    model.train()
+    for m, mode in modes:
+        m.training = mode
     n = confusion.sum()
     per_class = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
     return {

@@ -30,7 +30,7 @@ from thresher.guard.numeric import all_finite
 from thresher.progress import ProgressBar
 from thresher.train import checkpoint, distributed, metrics
 from thresher.train.evaluate import evaluate
-from thresher.train.model import freeze
+from thresher.train.model import freeze, train_head_only
 from thresher.train.progress import step_info, tb_write, tensorboard
 from thresher.train.setup import Parts, set_lr, setup
 from thresher.train.signals import StopRequest, ignore_stop_signals
@@ -102,11 +102,21 @@ def train(
     accuracy = _TrainAccuracy(device)
     system = SystemSampler(device, log=log) if ranks.main else None  # rank 0 writes the line
     stopping = False  # the stop all ranks agreed on (a local request joins at the step's end)
+    head_phase = False  # only the head trains (the recipe's first head_only_fraction of steps)
     p.model.train()  # evaluate() puts it back in train mode after each evaluation
     with StopRequest(log) as stop:
         try:
             finish = _act(combine([h.start(state) for h in hooks]), state, p, rec)
             while state.step < r.total_steps and not stopping:
+                if (state.step < r.head_only_steps) != head_phase:  # a function of the step
+                    head_phase = not head_phase
+                    kept = p.to_freeze if state.frozen else ()
+                    n = train_head_only(p.model, head_phase, kept)
+                    state.net = distributed.wrap(p.model, ranks, device)  # hooks what trains
+                    rec.event(state, Event("head_only", f"the head alone trains until step "
+                                           f"{r.head_only_steps} ({n} tensors), the backbone "
+                                           "fixed in evaluation mode" if head_phase else
+                                           f"the whole network trains ({n} tensors)"))  # fmt: skip
                 if (not state.frozen and r.freeze_last_fraction > 0 and p.to_freeze
                         and state.step >= p.freeze_at):  # fmt: skip
                     n = freeze(p.model, p.to_freeze)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -99,6 +100,33 @@ def param_groups(
         for name, ps in groups.items()
         if ps
     ]
+
+
+def train_head_only(model: torch.nn.Module, on: bool, kept_frozen: Collection[str] = ()) -> int:
+    """The head-only phase (head_only_fraction) on or off; returns the tensors that train.
+
+    On: only the classifier's tensors take gradients, and every module below the root except
+    the classifier is in evaluation mode, so the backbone is the fixed feature extractor a
+    linear probe sees (ImageNet's batch-norm statistics, no stochastic depth). The root keeps
+    the model's mode: timm applies the dropout before the head there. Off: every tensor trains
+    again but those in `kept_frozen` (the lowest layers, when their freeze has begun).
+    A frozen tensor takes no gradient, so Lion and AdamW neither move nor decay it, and its
+    optimizer state only starts when it trains.
+    """
+    head = {id(p) for p in model.get_classifier().parameters()}
+    head_modules = {id(m) for m in model.get_classifier().modules()}
+    frozen = set(kept_frozen)
+    n = 0
+    for name, p in model.named_parameters():
+        trains = id(p) in head or (not on and name not in frozen)
+        p.requires_grad_(trains)
+        if not trains:
+            p.grad = None
+        n += trains
+    for m in model.modules():
+        if m is not model and id(m) not in head_modules:
+            m.training = model.training and not on
+    return n
 
 
 def lowest_layers(model: torch.nn.Module, groups: int) -> list[str]:
