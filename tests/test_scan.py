@@ -209,3 +209,24 @@ def test_a_relabelled_manifest_row_updates_the_label_without_a_rescan(crawl, tmp
     assert s.scanned == 0 and s.relabelled == 1
     with Catalog(ws) as cat:
         assert cat.known()[f"star/{files[0]}"].label == "cross"
+
+
+def test_raising_a_limit_rescans_the_files_it_made_oversized(tmp_path):
+    from thresher.config import ScanConfig
+
+    src = tmp_path / "src" / "cats"
+    src.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, side in (("small.png", 32), ("big.png", 256)):
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(src / name)
+    big = (src / "big.png").stat().st_size
+    ws, quiet = tmp_path / "ws", dict(workers=0, embed=False, progress=False, log=lambda m: None)
+    scan(src.parent, ws, config=ScanConfig(max_file_bytes=big - 1), **quiet)
+    with Catalog(ws, create=False) as cat:
+        assert cat.status_counts() == {"ok": 1, "oversized": 1}
+    s = scan(src.parent, ws, config=ScanConfig(max_file_bytes=big - 1), **quiet)
+    assert s.scanned == 0  # the same limits: nothing to judge again
+    s = scan(src.parent, ws, config=ScanConfig(max_file_bytes=big + 1), **quiet)
+    assert s.scanned == 1
+    with Catalog(ws, create=False) as cat:
+        assert cat.status_counts() == {"ok": 2}

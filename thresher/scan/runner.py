@@ -140,6 +140,10 @@ def scan(
             summary.embedder = model.spec if model else None
 
         known = cat.known()
+        # A file judged oversized under other limits (max_file_bytes, max_image_pixels) is
+        # judged again under these: raising a limit must bring those files in.
+        limits = f"{cfg.max_file_bytes} {cfg.max_image_pixels}"
+        retry_oversized = cat.get_meta("scan_limits") not in (None, limits)
         listed = {e.path for e in listing.entries}
         gone = [p for p, k in known.items() if p not in listed and k.status != "missing"]
         summary.newly_missing = cat.mark_missing(gone) if gone else 0
@@ -159,7 +163,9 @@ def scan(
                     summary.unchanged += 1
             elif e.alias_of is not None:
                 aliases.append(e)
-            elif _needs_scan(e, k, model is not None):
+            elif _needs_scan(e, k, model is not None) or (
+                retry_oversized and k.status == "oversized"
+            ):
                 todo.append(e)
             else:
                 summary.unchanged += 1
@@ -188,6 +194,8 @@ def scan(
         finally:
             job.bar.close()
         summary.interrupted = not done
+        if done:
+            cat.set_meta("scan_limits", limits)
         if aliases and not summary.interrupted:
             cat.write_aliases([(_entry_row(e), e.alias_of) for e in aliases])
             summary.aliases = len(aliases)
