@@ -107,6 +107,15 @@ def test_keep_prefers_real_pixels_then_the_central_copy():
     assert kept[0] != 1
 
 
+def test_byte_copies_keep_the_same_file_whatever_the_catalog_order():
+    # Two byte-identical copies score alike; a parallel scan commits them in either order.
+    # Ranked by path, the same one is kept both ways (here "a.jpg", rank 0).
+    groups, px, cent, bpp = np.zeros(2, int), np.full(2, 1e6), np.full(2, 0.5), np.ones(2)
+    for rank in (np.array([0, 1]), np.array([1, 0])):  # "a.jpg" first, then second
+        kept = choose_kept(groups, px, cent, bpp, tiebreak=rank)
+        assert (kept == int(np.argmin(rank))).all()
+
+
 def test_blank_and_simple_images_do_not_form_duplicate_groups():
     n = 6
     ph = np.zeros(n, dtype=np.uint64)  # every image hashes alike, as blanks and simple shapes do

@@ -223,6 +223,7 @@ def choose_kept(
     lossless: np.ndarray | None = None,
     within: float = 1.5,
     twins: np.ndarray | None = None,
+    tiebreak: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per row, the row index of its group's kept copy (-1 outside groups).
 
@@ -231,7 +232,7 @@ def choose_kept(
     same-pixel twins (`twins`: the picture most files carry; it leaves the fewest copies that
     differ from the kept one), then a lossless file,
     then the most central (centrality in 0-1, compared to 0.01), then the lightest compression
-    relative to the group (bytes per pixel).
+    relative to the group (bytes per pixel); among equals (byte copies), the lowest `tiebreak`.
     """
     n = len(groups)
     member = groups >= 0
@@ -255,7 +256,7 @@ def choose_kept(
         + np.floor(np.clip(centrality, 0, 1) * 100) * 100
         + np.minimum(rel_bpp, 1.0) * 99
     )
-    return representatives(groups, score)
+    return representatives(groups, score, tiebreak)
 
 
 def group_centrality(groups: np.ndarray, phash: np.ndarray) -> np.ndarray:
@@ -272,14 +273,22 @@ def group_centrality(groups: np.ndarray, phash: np.ndarray) -> np.ndarray:
     return out
 
 
-def representatives(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per row, the row index of its group's best-scoring member (-1 outside groups)."""
+def representatives(
+    groups: np.ndarray, scores: np.ndarray, tiebreak: np.ndarray | None = None
+) -> np.ndarray:
+    """Per row, the row index of its group's best-scoring member (-1 outside groups).
+
+    Equal scores go to the lowest `tiebreak` (e.g. the rank of each row's path). Without it
+    they go to the lowest row, and a catalog's row order is the order a parallel scan
+    committed its batches: the kept copy of two byte copies would change from scan to scan.
+    """
     out = np.full(len(groups), -1, dtype=np.int64)
     member = np.nonzero(groups >= 0)[0]
     if len(member) == 0:
         return out
-    # Sort by (group, -score): the first row of each group run is its representative.
-    order = member[np.lexsort((-scores[member], groups[member]))]
+    tie = np.zeros(len(groups)) if tiebreak is None else np.asarray(tiebreak)
+    # Sort by (group, -score, tiebreak): the first row of each group run is its representative.
+    order = member[np.lexsort((tie[member], -scores[member], groups[member]))]
     g = groups[order]
     first = np.r_[True, g[1:] != g[:-1]]
     out[member] = order[first][np.searchsorted(g[first], groups[member])]
@@ -381,6 +390,7 @@ def find_duplicates(
     bytes_per_pixel: np.ndarray,
     eligible: np.ndarray,
     lossless: np.ndarray | None = None,
+    tiebreak: np.ndarray | None = None,
 ) -> DuplicateResult:
     """Exact and near-duplicate groups over the eligible rows (decoded, not blank).
 
@@ -426,7 +436,8 @@ def find_duplicates(
             centrality = embedding_centrality(g, signals.embeddings)
         else:
             centrality = group_centrality(g, signals.phash) / 64.0
-        return choose_kept(g, real_px, centrality, bytes_per_pixel, lossless, twins=twins)
+        return choose_kept(g, real_px, centrality, bytes_per_pixel, lossless, twins=twins,
+                           tiebreak=tiebreak)  # fmt: skip
 
     rep = best_copies(group)
     r = np.nonzero(group >= 0)[0]

@@ -181,7 +181,10 @@ def detect_duplicates(x: Inputs) -> list[Found]:
     exact_key = np.where(has_pixels, c["pixel_checksum"], c["checksum"])
     real_px = dup.real_pixels(w, h, c["effective_short_side"], th.upscaled_min_factor)
     lossless = np.isin(c["format"].astype(str), dup.LOSSLESS_FORMATS)
-    d = dup.find_duplicates(exact_key, signals, real_px, bpp, eligible, lossless)
+    # Among equal copies the first path in sorted order is kept: the same file whatever
+    # order the scan's workers committed the rows in.
+    path_rank = np.argsort(np.argsort(c["path"].astype(str), kind="stable"), kind="stable")
+    d = dup.find_duplicates(exact_key, signals, real_px, bpp, eligible, lossless, path_rank)
     x.duplicates = d
     in_group = d.group >= 0
     # Copies edited by someone (lossless, same size, other pixels) are often other pictures:
