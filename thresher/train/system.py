@@ -3,7 +3,8 @@
 What TensorBoard leaves out and W&B's system panel shows: is the GPU busy, is the CPU (the
 data loader) the limit, is memory growing. Sampled at each log line, not on a thread, so a
 figure belongs to the steps it sits beside.
-What it costs: 0.07 ms a sample without workers, 0.2 ms with one, on a loaded 2-core machine
+What it costs: 0.1 ms a sample without workers on an idle 2-core machine (bench/step_costs.py;
+each worker adds its own /proc read: about 0.2 ms with one, timed by hand)
 (psutil reads /proc: the machine's and this process's CPU times, the RSS of the process and
 of each DataLoader worker; NVML and torch.cuda on a GPU; bench/step_costs.py times it), once
 per log line. Finding the workers means scanning every process on the
