@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "thresher"
 # DESIGN.md "Layers": a module may import only from a lower layer, or from its own stage.
 # Each name is a top-level module or a stage package of thresher/ ("" is thresher/__init__).
 LAYERS = {
-    1: {"errors", "files", "bits", "knn", "labels", "progress", "issue_model"},
+    1: {"errors", "files", "bits", "knn", "labels", "progress", "issue_model", "wording"},
     2: {"catalog", "sources", "config", "images", "loading", "weights", "devices"},
     3: {"scan", "guard"},
     4: {"clean", "data"},

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from thresher.config import DEFAULT_EMBEDDER, DEFAULT_WORKSPACE, ScanConfig
 from thresher.errors import ThresherError, user_message
+from thresher.wording import plural
 
 app = typer.Typer(
     help="thresher: from a web-scraped image pile to a clean, balanced dataset and a trained "
@@ -42,11 +43,6 @@ ExistingWorkspace = typer.Option(
     help="Workspace folder made by `thresher scan` (catalog.sqlite, embeddings.npy). "
     "Default: ./thresher-ws, or $THRESHER_WORKSPACE.",
 )
-
-
-def plural(n: int, noun: str) -> str:
-    """'1 duplicate group', '3 duplicate groups'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @app.command()

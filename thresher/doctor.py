@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from thresher.config import Recipe
+from thresher.wording import plural
 
 MB = 2**20
 
@@ -138,7 +139,7 @@ def bottleneck(
             f"raise workers from {workers} to {min(cores - 1, int(np.ceil(need)))} "
             f"(this machine has {cores} cores)"
             if workers < cores - 1
-            else f"every core already decodes ({_workers(workers)} on {cores} cores)"
+            else f"every core already decodes ({plural(workers, 'worker')} on {cores} cores)"
         )
         advice = (
             f"the loader is the bottleneck: the device waits {1 - lo / st:.0%} of the time. "
@@ -152,7 +153,7 @@ def bottleneck(
             f"the model's step is the bottleneck ({lo / st:.1f}x the data it needs arrives): "
             f"mixed precision (amp: bf16 or fp16), channels_last, a larger batch than "
             f"{batch_size} if it fits, or a smaller model go faster; "
-            f"{_workers(fewer)} would still keep up"
+            f"{plural(fewer, 'worker')} would still keep up"
         )
         return Bottleneck("model", lo, st, advice)
     advice = (
@@ -342,7 +343,7 @@ def doctor(
     if recipe is not None and data is not None:
         c = loader_check(recipe, Path(data))
         rep.pipeline.append(("DataLoader throughput", f"{c['images_per_s']:.0f} images/s with "
-                             f"{_workers(recipe.workers)}", ""))  # fmt: skip
+                             f"{plural(recipe.workers, 'worker')}", ""))  # fmt: skip
         rep.bottleneck = _step_against_loader(recipe, c["images_per_s"], rep)
         limit = recipe.guards.leak_mb_per_s
         for who, rate in (("main process", c["main_mb_per_s"]),
@@ -374,7 +375,3 @@ def _step_against_loader(recipe: Recipe, loader_rate: float, rep: DoctorReport) 
                          "device waits" if b.side == "loader" else ""))  # fmt: skip
     (rep.warnings if b.side == "loader" else rep.notes).append(b.advice)
     return b
-
-
-def _workers(n: int) -> str:
-    return f"{n} worker" if n == 1 else f"{n} workers"
