@@ -173,13 +173,12 @@ def loader_check(
     import torch
 
     from thresher.data.balance import BalancedSampler
-    from thresher.data.batch_transforms import BatchAugment
+    from thresher.data.batch_transforms import BatchAugment, BatchCollate
     from thresher.data.dataset import ImageDataset
     from thresher.data.epochs import EpochBatches
     from thresher.data.manifest import load_manifest
     from thresher.data.transforms import train_transform, train_view_px
     from thresher.guard.memory import theil_sen_slope
-    from thresher.train.step import BatchCollate
 
     m = load_manifest(data)
     rows = np.nonzero(~m.is_val)[0]

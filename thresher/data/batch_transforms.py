@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -166,3 +166,30 @@ class BatchAugment:
             if self.jitter:
                 x = color_jitter(x, p)
         return normalize(x)
+
+
+class AugmentedBatch(NamedTuple):
+    """A batch whose device-side transforms already ran, in a CPU run's loader workers."""
+
+    inputs: torch.Tensor  # normalised float32
+    target: torch.Tensor
+    seed: torch.Tensor
+
+
+class BatchCollate:
+    """The training loader's collate: stack the samples; in a CPU run, augment them there too.
+
+    On a CPU the batch transforms run in the DataLoader worker (one thread, beside the model
+    in the training process, as the per-image transforms did) instead of in the training
+    process, whose threads would fight the workers for the cores. Same code, same numbers:
+    each sample's result is a function of its pixels and seed alone.
+    """
+
+    def __init__(self, augment: BatchAugment, in_workers: bool):
+        self.augment, self.in_workers = augment, in_workers
+
+    def __call__(self, samples: list):
+        batch = torch.utils.data.default_collate(samples)
+        if not self.in_workers or len(batch) < 3:  # no seeds: augmented in device_inputs
+            return batch
+        return AugmentedBatch(self.augment(batch[0], batch[2]), batch[1], batch[2])

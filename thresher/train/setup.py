@@ -20,7 +20,7 @@ import torch
 
 from thresher.config import Recipe
 from thresher.data.balance import BalancedSampler
-from thresher.data.batch_transforms import BatchAugment
+from thresher.data.batch_transforms import BatchAugment, BatchCollate
 from thresher.data.dataset import ImageDataset
 from thresher.data.manifest import Manifest, load_manifest
 from thresher.data.skipped import SkippedSamples
@@ -31,7 +31,6 @@ from thresher.train.distributed import Ranks, seed_model, seed_rank
 from thresher.train.model import create_model, lowest_layers, param_groups, use_channels_last
 from thresher.train.optim import optimizer, scheduler
 from thresher.train.step import (
-    BatchCollate,
     StepContext,
     device_inputs,
     forward_backward,

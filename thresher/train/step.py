@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 
 from thresher.config import Recipe
 from thresher.data.balance import minority_classes, minority_cutmix, smooth_one_hot
-from thresher.data.batch_transforms import BatchAugment
+from thresher.data.batch_transforms import AugmentedBatch, BatchAugment
 from thresher.errors import ThresherError
 
 
@@ -39,33 +38,6 @@ def step_context(
     minority = torch.from_numpy(minority_classes(counts, r.minority_below)).to(device)
     mixer = _timm_mixup(r, n_classes) if r.cutmix == "timm" else None
     return StepContext(r, n_classes, minority, mixer, amp)
-
-
-class AugmentedBatch(NamedTuple):
-    """A batch whose device-side transforms already ran, in a CPU run's loader workers."""
-
-    inputs: torch.Tensor  # normalised float32
-    target: torch.Tensor
-    seed: torch.Tensor
-
-
-class BatchCollate:
-    """The training loader's collate: stack the samples; in a CPU run, augment them there too.
-
-    On a CPU the batch transforms run in the DataLoader worker (one thread, beside the model
-    in the training process, as the per-image transforms did) instead of in the training
-    process, whose threads would fight the workers for the cores. Same code, same numbers:
-    each sample's result is a function of its pixels and seed alone.
-    """
-
-    def __init__(self, augment: BatchAugment, in_workers: bool):
-        self.augment, self.in_workers = augment, in_workers
-
-    def __call__(self, samples: list):
-        batch = torch.utils.data.default_collate(samples)
-        if not self.in_workers or len(batch) < 3:  # no seeds: augmented in device_inputs
-            return batch
-        return AugmentedBatch(self.augment(batch[0], batch[2]), batch[1], batch[2])
 
 
 def device_inputs(
