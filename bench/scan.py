@@ -93,9 +93,9 @@ def run_method(method: str, folder: Path, n: int) -> dict:
         t0 = time.perf_counter()
         PHash(verbose=False).encode_images(str(sub), num_enc_workers=0)
     elif method == "thresher_file":
-        from thresher.scan.measure import FileBatch, measure_files
+        from thresher.scan.measure import FileBatch, FileToMeasure, measure_files
 
-        items = [(p.name, None, None, None) for p in files]
+        items = [FileToMeasure(p.name, None, None, None) for p in files]
         for i in range(0, len(items), 64):
             measure_files(FileBatch(str(folder), items[i : i + 64], VIEW_PX, 89_478_485, None))
     elif method == "decode_only":

@@ -17,7 +17,7 @@ from thresher.catalog import Catalog
 from thresher.config import ScanConfig
 from thresher.progress import ProgressBar
 from thresher.scan.embed import Embedder
-from thresher.scan.measure import FileBatch
+from thresher.scan.measure import FileBatch, FileToMeasure
 from thresher.sources import Entry
 
 
@@ -66,7 +66,7 @@ class ScanJob:
             FileBatch(
                 root=str(self.root),
                 items=[
-                    (e.path, e.label, e.size_bytes, e.mtime_ns)
+                    FileToMeasure(e.path, e.label, e.size_bytes, e.mtime_ns)
                     for e in self.todo[i : i + cfg.batch_size]
                 ],
                 view_px=cfg.view_px,

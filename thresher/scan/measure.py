@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -18,12 +19,21 @@ from thresher.images import DecodeIssue, decode
 from thresher.scan import hashes, quality
 
 
+class FileToMeasure(NamedTuple):
+    """One file of a worker's batch, as the listing saw it."""
+
+    path: str  # relative to the batch's root
+    label: str | None
+    size_bytes: int | None
+    mtime_ns: int | None
+
+
 @dataclass(frozen=True)
 class FileBatch:
-    """A worker's job: files under `root` (path, label, size, mtime) and how to measure them."""
+    """A worker's job: files under `root` and how to measure them."""
 
     root: str
-    items: list[tuple]
+    items: list[FileToMeasure]
     view_px: int
     max_image_pixels: int
     embed_side: int | None  # the embedder's input side; None = no embedding thumbnails
@@ -50,8 +60,9 @@ def measure_files(batch: FileBatch) -> Measured:
     byte is read (a larger one is `oversized`), so no file can block or exhaust a worker.
     """
     rows, decoded, ok_rows = [], [], []
-    for path, label, size, mtime in batch.items:
-        row = {"path": path, "label": label, "size_bytes": size, "mtime_ns": mtime}
+    for f in batch.items:
+        path = f.path
+        row = {"path": path, "label": f.label, "size_bytes": f.size_bytes, "mtime_ns": f.mtime_ns}
         rows.append(row)
         try:
             data = read_regular(os.path.join(batch.root, path), batch.max_file_bytes)
