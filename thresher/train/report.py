@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -307,8 +308,16 @@ def _series(r: Run, i: int, records: list[dict], key: str, label: str, style="-"
     ]
 
 
-def _panels(runs: list[Run]) -> list[tuple[str, str, list[_Series]]]:
-    """(title, y label, series) for every panel some run has data for."""
+class _Panel(NamedTuple):
+    """One chart: its title, its y axis's label, and its lines (of every run)."""
+
+    title: str
+    ylabel: str
+    series: list[_Series]
+
+
+def _panels(runs: list[Run]) -> list[_Panel]:
+    """Every panel some run has data for."""
     one = len(runs) == 1
 
     def name(r: Run, what: str) -> str:
@@ -333,16 +342,16 @@ def _panels(runs: list[Run]) -> list[tuple[str, str, list[_Series]]]:
         gmem += _series(r, i, r.train, "gpu_memory_mb", name(r, "card (NVML)"))
         gmem += _series(r, i, r.train, "gpu_allocated_mb", name(r, "tensors (torch)"), "--")
     panels = [
-        ("loss", "loss", loss),
-        ("accuracy", "accuracy", acc),
-        ("learning rate", "lr", lr),
-        ("images/s", "images/s", speed),
-        ("CPU use", "%", cpu),
-        ("memory (RSS)", "MB", mem),
-        ("GPU use", "%", gpu),
-        ("GPU memory", "MB", gmem),
+        _Panel("loss", "loss", loss),
+        _Panel("accuracy", "accuracy", acc),
+        _Panel("learning rate", "lr", lr),
+        _Panel("images/s", "images/s", speed),
+        _Panel("CPU use", "%", cpu),
+        _Panel("memory (RSS)", "MB", mem),
+        _Panel("GPU use", "%", gpu),
+        _Panel("GPU memory", "MB", gmem),
     ]
-    return [p for p in panels if p[2]]
+    return [p for p in panels if p.series]
 
 
 def _time_unit(runs: list[Run]) -> tuple[float, str]:
